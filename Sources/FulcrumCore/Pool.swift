@@ -1,0 +1,153 @@
+import Synchronization
+
+/// A pool shared by every data plane: control-plane changes go through its methods (serialised by a
+/// mutex, off the hot path) and each publishes a new immutable `PoolSnapshot`; readers take the
+/// current snapshot without locking through a `PoolReader`.
+public final class Pool: Sendable {
+    public let name: String
+    private let state: Mutex<PoolState>
+    private let published: Mutex<PoolSnapshot>
+    private let publishedVersion: Atomic<UInt64>
+    /// Outlier threshold (0: off), readable without the pool lock on the data path.
+    private let outlierThreshold: Atomic<Int>
+
+    public init(name: String, settings: PoolSettings, backends: [BackendSpec], now: UInt64) throws(PoolError) {
+        self.name = name
+        let initial = try PoolState(name: name, settings: settings, backends: backends, now: now)
+        state = Mutex(initial)
+        published = Mutex(initial.makeSnapshot(version: 1, now: now))
+        publishedVersion = Atomic(1)
+        outlierThreshold = Atomic(settings.outlier?.consecutiveFailures ?? 0)
+    }
+
+    /// Version of the current snapshot; cheap, lock-free.
+    public var version: UInt64 { publishedVersion.load(ordering: .acquiring) }
+
+    /// The current snapshot (takes a short lock; data planes use a `PoolReader` instead).
+    public func snapshot() -> PoolSnapshot {
+        published.withLock { $0 }
+    }
+
+    public var settings: PoolSettings { state.withLock { $0.settings } }
+
+    // MARK: Changes. Each returns the events it caused, after publishing the new snapshot.
+
+    @discardableResult
+    public func add(_ spec: BackendSpec, healthy: Bool? = nil, now: UInt64) throws(PoolError) -> [PoolEvent] {
+        try change(now: now) { (s: inout PoolState) throws(PoolError) in try s.add(spec, healthy: healthy, now: now) }
+    }
+
+    /// Removes the backend from rotation at once; returns it so the caller can drain its connections.
+    @discardableResult
+    public func remove(_ endpoint: Endpoint, now: UInt64) throws(PoolError) -> (Backend, [PoolEvent]) {
+        var removed: Backend?
+        let events = try change(now: now) { (s: inout PoolState) throws(PoolError) in
+            let (backend, events) = try s.remove(endpoint, now: now)
+            removed = backend
+            return events
+        }
+        return (removed!, events)
+    }
+
+    @discardableResult
+    public func setWeight(_ endpoint: Endpoint, to weight: Int, now: UInt64) throws(PoolError) -> [PoolEvent] {
+        try change(now: now) { (s: inout PoolState) throws(PoolError) in try s.setWeight(endpoint, to: weight, now: now) }
+    }
+
+    @discardableResult
+    public func setAdmin(_ endpoint: Endpoint, to admin: AdminState, now: UInt64) throws(PoolError) -> [PoolEvent] {
+        try change(now: now) { (s: inout PoolState) throws(PoolError) in try s.setAdmin(endpoint, to: admin, now: now) }
+    }
+
+    @discardableResult
+    public func reconfigure(settings: PoolSettings, backends: [BackendSpec], now: UInt64) throws(PoolError)
+        -> (removed: [Backend], events: [PoolEvent])
+    {
+        var removed: [Backend] = []
+        let events = try change(now: now) { (s: inout PoolState) throws(PoolError) in
+            let result = try s.reconfigure(settings: settings, backends: backends, now: now)
+            removed = result.removed
+            return result.events
+        }
+        return (removed, events)
+    }
+
+    @discardableResult
+    public func recordProbe(_ endpoint: Endpoint, success: Bool, detail: String = "", now: UInt64) -> [PoolEvent] {
+        changeIfNeeded(now: now) { s in
+            let events = s.recordProbe(endpoint, success: success, detail: detail, now: now)
+            return (events, !events.isEmpty)
+        }
+    }
+
+    /// Reports a live-traffic outcome; takes the lock only when the failure streak reaches the threshold.
+    @discardableResult
+    public func reportOutcome(_ backend: Backend, success: Bool, now: UInt64) -> [PoolEvent] {
+        let streak = backend.recordOutcome(success: success)
+        guard !success, let threshold = settingsThreshold, streak >= threshold else { return [] }
+        return changeIfNeeded(now: now) { s in
+            let events = s.reportFailureStreak(backend, streak: streak, now: now)
+            return (events, !events.isEmpty)
+        }
+    }
+
+    /// Advances time (ejections ending, slow starts ramping); call it periodically (e.g. every second).
+    @discardableResult
+    public func tick(now: UInt64) -> [PoolEvent] {
+        changeIfNeeded(now: now) { s in
+            let (events, weightsChanged) = s.tick(now: now)
+            return (events, weightsChanged || !events.isEmpty)
+        }
+    }
+
+    // MARK: Private
+
+    private var settingsThreshold: Int? {
+        let threshold = outlierThreshold.load(ordering: .relaxed)
+        return threshold == 0 ? nil : threshold
+    }
+
+    private func change(now: UInt64, _ body: (inout PoolState) throws(PoolError) -> [PoolEvent]) throws(PoolError)
+        -> [PoolEvent]
+    {
+        try state.withLock { (s: inout PoolState) throws(PoolError) -> [PoolEvent] in
+            let events = try body(&s)
+            publish(s, now: now)
+            return events
+        }
+    }
+
+    private func changeIfNeeded(now: UInt64, _ body: (inout PoolState) -> ([PoolEvent], Bool)) -> [PoolEvent] {
+        state.withLock { s in
+            let (events, republish) = body(&s)
+            if republish { publish(s, now: now) }
+            return events
+        }
+    }
+
+    /// Builds and swaps in a new snapshot; called with the state lock held so versions stay ordered.
+    private func publish(_ s: PoolState, now: UInt64) {
+        outlierThreshold.store(s.settings.outlier?.consecutiveFailures ?? 0, ordering: .relaxed)
+        let version = publishedVersion.load(ordering: .relaxed) + 1
+        let snapshot = s.makeSnapshot(version: version, now: now)
+        published.withLock { $0 = snapshot }
+        publishedVersion.store(version, ordering: .releasing)
+    }
+}
+
+/// A per-thread (per event loop, per packet worker) handle on a pool's current snapshot: one atomic
+/// load per read, and a short lock only when a new snapshot was published since the last read.
+public struct PoolReader {
+    public let pool: Pool
+    private var cached: PoolSnapshot
+
+    public init(_ pool: Pool) {
+        self.pool = pool
+        cached = pool.snapshot()
+    }
+
+    public mutating func snapshot() -> PoolSnapshot {
+        if pool.version != cached.version { cached = pool.snapshot() }
+        return cached
+    }
+}
