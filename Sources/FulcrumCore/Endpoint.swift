@@ -26,8 +26,10 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     public var bytes: [UInt8] {
         switch self {
         case .v4(let a):
-            return [UInt8(truncatingIfNeeded: a >> 24), UInt8(truncatingIfNeeded: a >> 16),
-                    UInt8(truncatingIfNeeded: a >> 8), UInt8(truncatingIfNeeded: a)]
+            return [
+                UInt8(truncatingIfNeeded: a >> 24), UInt8(truncatingIfNeeded: a >> 16),
+                UInt8(truncatingIfNeeded: a >> 8), UInt8(truncatingIfNeeded: a),
+            ]
         case .v6(let hi, let lo):
             var out = [UInt8]()
             out.reserveCapacity(16)

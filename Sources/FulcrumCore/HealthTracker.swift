@@ -43,7 +43,9 @@ public struct HealthTracker: Sendable, Equatable {
     }
 
     /// Records one check result; returns true when the state flipped.
-    public mutating func record(success: Bool, settings: HealthSettings, at now: UInt64, detail: String = "")
+    public mutating func record(
+        success: Bool, settings: HealthSettings, at now: UInt64, detail: String = ""
+    )
         -> Bool
     {
         lastResult = ProbeResult(success: success, at: now, detail: detail)

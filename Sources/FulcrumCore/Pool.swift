@@ -51,7 +51,8 @@ public final class Pool: Sendable {
 
     @discardableResult
     public func setWeight(_ endpoint: Endpoint, to weight: Int, now: UInt64) throws(PoolError) -> [PoolEvent] {
-        try change(now: now) { (s: inout PoolState) throws(PoolError) in try s.setWeight(endpoint, to: weight, now: now) }
+        try change(now: now) { (s: inout PoolState) throws(PoolError) in try s.setWeight(endpoint, to: weight, now: now)
+        }
     }
 
     @discardableResult
@@ -60,7 +61,9 @@ public final class Pool: Sendable {
     }
 
     @discardableResult
-    public func reconfigure(settings: PoolSettings, backends: [BackendSpec], now: UInt64) throws(PoolError)
+    public func reconfigure(
+        settings: PoolSettings, backends: [BackendSpec], now: UInt64
+    ) throws(PoolError)
         -> (removed: [Backend], events: [PoolEvent])
     {
         var removed: [Backend] = []
@@ -107,7 +110,9 @@ public final class Pool: Sendable {
         return threshold == 0 ? nil : threshold
     }
 
-    private func change(now: UInt64, _ body: (inout PoolState) throws(PoolError) -> [PoolEvent]) throws(PoolError)
+    private func change(
+        now: UInt64, _ body: (inout PoolState) throws(PoolError) -> [PoolEvent]
+    ) throws(PoolError)
         -> [PoolEvent]
     {
         try state.withLock { (s: inout PoolState) throws(PoolError) -> [PoolEvent] in

@@ -69,7 +69,8 @@ public enum PoolError: Error, Sendable, Equatable, CustomStringConvertible {
         case .duplicateBackend(let e): return "backend \(e) is already in the pool"
         case .unknownBackend(let e): return "no backend \(e) in the pool"
         case .invalidWeight(let w):
-            return "weight \(w) is out of range \(BackendSpec.weightRange.lowerBound)-\(BackendSpec.weightRange.upperBound)"
+            return
+                "weight \(w) is out of range \(BackendSpec.weightRange.lowerBound)-\(BackendSpec.weightRange.upperBound)"
         }
     }
 }

@@ -43,7 +43,9 @@ public struct PoolState: Sendable {
         try add(spec, healthy: healthy, now: now, ramp: true)
     }
 
-    private mutating func add(_ spec: BackendSpec, healthy: Bool?, now: UInt64, ramp: Bool) throws(PoolError)
+    private mutating func add(
+        _ spec: BackendSpec, healthy: Bool?, now: UInt64, ramp: Bool
+    ) throws(PoolError)
         -> [PoolEvent]
     {
         guard BackendSpec.weightRange.contains(spec.weight) else { throw .invalidWeight(spec.weight) }
@@ -75,7 +77,9 @@ public struct PoolState: Sendable {
         return [.weightChanged(endpoint, weight)]
     }
 
-    public mutating func setAdmin(_ endpoint: Endpoint, to admin: AdminState, now: UInt64) throws(PoolError)
+    public mutating func setAdmin(
+        _ endpoint: Endpoint, to admin: AdminState, now: UInt64
+    ) throws(PoolError)
         -> [PoolEvent]
     {
         let index = try indexOf(endpoint)
@@ -88,7 +92,9 @@ public struct PoolState: Sendable {
 
     /// Applies a reloaded configuration: members that stay keep their health, counters and
     /// connections; new ones are added (as up, like at start); missing ones are removed.
-    public mutating func reconfigure(settings: PoolSettings, backends: [BackendSpec], now: UInt64) throws(PoolError)
+    public mutating func reconfigure(
+        settings: PoolSettings, backends: [BackendSpec], now: UInt64
+    ) throws(PoolError)
         -> (removed: [Backend], events: [PoolEvent])
     {
         var seen = Set<Endpoint>()
@@ -125,7 +131,9 @@ public struct PoolState: Sendable {
     // MARK: Health (active checks) and outliers (live traffic)
 
     /// Feeds one active check result through the rise/fall machine.
-    public mutating func recordProbe(_ endpoint: Endpoint, success: Bool, detail: String = "", now: UInt64)
+    public mutating func recordProbe(
+        _ endpoint: Endpoint, success: Bool, detail: String = "", now: UInt64
+    )
         -> [PoolEvent]
     {
         guard let settings = settings.health, let index = members.firstIndex(where: { $0.spec.endpoint == endpoint })
@@ -190,14 +198,16 @@ public struct PoolState: Sendable {
                 backend: member.backend, weight: member.spec.weight, backup: member.spec.backup,
                 admin: member.admin, state: state(of: member, now: now),
                 effectiveWeight: effectiveWeight(member, now: now), lastProbe: member.health.lastResult,
-                stateSince: member.health.since, ejectedUntil: member.outlier.isEjected(at: now) ? member.outlier.ejectedUntil : nil)
+                stateSince: member.health.since,
+                ejectedUntil: member.outlier.isEjected(at: now) ? member.outlier.ejectedUntil : nil)
         }
         let (eligible, backups) = eligibleStatuses(statuses)
         let candidates = eligible.sorted { $0.backend.name < $1.backend.name }
             .map { Candidate(backend: $0.backend, weight: $0.effectiveWeight) }
         return PoolSnapshot(
             pool: name, version: version, algorithm: settings.algorithm, members: statuses, candidates: candidates,
-            usingBackups: backups, selector: settings.algorithm.makeSelector(candidates: candidates, options: settings.options))
+            usingBackups: backups,
+            selector: settings.algorithm.makeSelector(candidates: candidates, options: settings.options))
     }
 
     // MARK: Private

@@ -1,8 +1,8 @@
+import Foundation
 // fulcrum-bench: algorithm quality and speed evidence. Run in release:
 //   swift run -c release fulcrum-bench [--record] [--quick]
 // Prints markdown tables; --record also writes bench/results/algorithms.md.
 import FulcrumCore
-import Foundation
 
 struct Generator: RandomNumberGenerator {
     var state: UInt64
@@ -32,14 +32,17 @@ func nanosSince(_ start: ContinuousClock.Instant) -> Double {
 }
 
 func machine() -> String {
-    let kernel = (try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8))?
+    let kernel =
+        (try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8))?
         .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
     return "nproc \(ProcessInfo.processInfo.activeProcessorCount), kernel \(kernel)"
 }
 
 emit("# Fulcrum algorithm benchmarks")
 emit()
-emit("Produced by `swift run -c release fulcrum-bench --record` on \(ISO8601DateFormatter().string(from: Date())) (\(machine())).")
+emit(
+    "Produced by `swift run -c release fulcrum-bench --record` on \(ISO8601DateFormatter().string(from: Date())) (\(machine()))."
+)
 emit()
 
 // MARK: Maglev evaluation (NSDI '16, Fig. 11/12)
@@ -71,7 +74,8 @@ for size in [65537, 655373] {
             let removed = Set((0..<backendCount).shuffled(using: &generator).prefix(removeCount))
             let keptIndices = (0..<backendCount).filter { !removed.contains($0) }
             let smaller = Maglev.buildTable(
-                names: keptIndices.map { names[$0] }, weights: Array(repeating: 1, count: keptIndices.count), size: size)
+                names: keptIndices.map { names[$0] }, weights: Array(repeating: 1, count: keptIndices.count), size: size
+            )
             var changed = 0
             for slot in 0..<size where keptIndices[Int(smaller[slot])] != Int(table[slot]) { changed += 1 }
             shares.append(Double(changed) / Double(size) * 100)
@@ -83,7 +87,9 @@ for size in [65537, 655373] {
             + "\(String(format: "%.4f", Double(counts.max()!) / mean)) | \(moved.joined(separator: " | ")) |")
 }
 emit()
-emit("Moved = share of table slots whose backend changes when k % of backends (random, mean of \(trials) trials) are removed; the removed backends' own slots (k %) are included.")
+emit(
+    "Moved = share of table slots whose backend changes when k % of backends (random, mean of \(trials) trials) are removed; the removed backends' own slots (k %) are included."
+)
 emit()
 
 // MARK: ns per pick
@@ -105,7 +111,8 @@ for kind in AlgorithmKind.allCases {
         // Give the load-aware algorithms something to compare.
         for (i, candidate) in snapshot.candidates.enumerated() {
             for _ in 0..<(i % 5) { candidate.backend.connectionOpened() }
-            candidate.backend.stats.observeLatency(nanos: UInt64(1_000_000 + i * 1000), now: 1, decayNanos: 10_000_000_000)
+            candidate.backend.stats.observeLatency(
+                nanos: UInt64(1_000_000 + i * 1000), now: 1, decayNanos: 10_000_000_000)
         }
         var runs: [Double] = []
         for _ in 0..<5 {
@@ -124,7 +131,9 @@ for kind in AlgorithmKind.allCases {
     emit("| \(kind.rawValue) | \(cells.joined(separator: " | ")) |")
 }
 emit()
-emit("Each pick includes deriving a fresh key (one fmix64) and the call through `PoolSnapshot.pick`. Weights 1–3; some backends hold connections and latency samples. (checksum \(sink % 10))")
+emit(
+    "Each pick includes deriving a fresh key (one fmix64) and the call through `PoolSnapshot.pick`. Weights 1–3; some backends hold connections and latency samples. (checksum \(sink % 10))"
+)
 
 if record {
     let url = URL(fileURLWithPath: "bench/results/algorithms.md")

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import FulcrumCore
 
 @Suite("Algorithms")
@@ -39,7 +40,9 @@ struct AlgorithmTests {
         }
     }
 
-    @Test("equal shares with idle counters", arguments: [AlgorithmKind.powerOfTwo, .leastResponseTime, .leastConnections, .roundRobin])
+    @Test(
+        "equal shares with idle counters",
+        arguments: [AlgorithmKind.powerOfTwo, .leastResponseTime, .leastConnections, .roundRobin])
     func equalShares(kind: AlgorithmKind) throws {
         let snapshot = try makePool(kind, weights: [1, 1, 1, 1]).snapshot()
         let counts = distribution(snapshot, picks: 100_000)
@@ -111,7 +114,8 @@ struct AlgorithmTests {
         #expect(backends[0].stats.latencyEstimate(now: later, decayNanos: options.latencyDecayNanos) < 10_000)
     }
 
-    @Test("hash algorithms are stable across selector rebuilds of an unchanged pool",
+    @Test(
+        "hash algorithms are stable across selector rebuilds of an unchanged pool",
         arguments: [AlgorithmKind.sourceHash, .hash, .ringHash, .maglev, .boundedLoad])
     func hashAffinityStable(kind: AlgorithmKind) throws {
         let first = try makePool(kind, weights: [1, 2, 1, 3, 1]).snapshot()
@@ -132,7 +136,8 @@ struct AlgorithmTests {
         #expect(picks.count == 1)
     }
 
-    @Test("ring hash and maglev move about 1/N of keys when one backend leaves",
+    @Test(
+        "ring hash and maglev move about 1/N of keys when one backend leaves",
         arguments: [(AlgorithmKind.ringHash, 0.05), (.maglev, 0.03), (.boundedLoad, 0.05)])
     func consistentHashingMovesFewKeys(kind: AlgorithmKind, slack: Double) throws {
         let n = 20

@@ -16,7 +16,9 @@ func makePool(
     outlier: OutlierSettings? = nil, slowStart: UInt64 = 0, options: AlgorithmOptions = AlgorithmOptions()
 ) throws -> Pool {
     try Pool(
-        name: "test", settings: PoolSettings(algorithm: kind, options: options, health: health, outlier: outlier,
+        name: "test",
+        settings: PoolSettings(
+            algorithm: kind, options: options, health: health, outlier: outlier,
             slowStartNanos: slowStart),
         backends: specs(weights, backups: backups), now: 1)
 }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import FulcrumCore
 
 @Suite("Pools, health, outliers, slow start")
@@ -70,7 +71,8 @@ struct PoolTests {
         #expect(pool.snapshot().member(newcomer)?.state == .down)
         pool.recordProbe(newcomer, success: true, now: 6)
         #expect(pool.snapshot().member(newcomer)?.state == .down)
-        #expect(pool.recordProbe(newcomer, success: true, now: 7) == [.healthChanged(newcomer, healthy: true, detail: "")])
+        #expect(
+            pool.recordProbe(newcomer, success: true, now: 7) == [.healthChanged(newcomer, healthy: true, detail: "")])
         #expect(pool.snapshot().candidates.count == 2)
         let trusted = Endpoint("10.9.9.10:80")!
         try pool.add(BackendSpec(endpoint: trusted), healthy: true, now: 8)
@@ -86,13 +88,15 @@ struct PoolTests {
     func outlierEjection() throws {
         let second: UInt64 = 1_000_000_000
         let outlier = OutlierSettings(
-            consecutiveFailures: 3, baseEjectionNanos: 10 * second, maxEjectionNanos: 25 * second, maxEjectionPercent: 50)
+            consecutiveFailures: 3, baseEjectionNanos: 10 * second, maxEjectionNanos: 25 * second,
+            maxEjectionPercent: 50)
         let pool = try makePool(.roundRobin, weights: [1, 1, 1, 1], outlier: outlier)
         let backends = pool.snapshot().candidates.map(\.backend)
         let victim = backends[0]
         #expect(pool.reportOutcome(victim, success: false, now: 1).isEmpty)
         #expect(pool.reportOutcome(victim, success: false, now: 1).isEmpty)
-        #expect(pool.reportOutcome(victim, success: false, now: 1) == [.ejected(victim.endpoint, forNanos: 10 * second)])
+        #expect(
+            pool.reportOutcome(victim, success: false, now: 1) == [.ejected(victim.endpoint, forNanos: 10 * second)])
         #expect(pool.snapshot().member(victim.endpoint)?.state == .ejected)
         #expect(!pool.snapshot().candidates.contains { $0.backend === victim })
         // Back after its time.
@@ -122,7 +126,8 @@ struct PoolTests {
     @Test("slow start ramps the effective weight over the window")
     func slowStart() throws {
         let window: UInt64 = 100
-        let pool = try makePool(.weightedRoundRobin, weights: [4, 4], health: HealthSettings(rise: 1, fall: 1),
+        let pool = try makePool(
+            .weightedRoundRobin, weights: [4, 4], health: HealthSettings(rise: 1, fall: 1),
             slowStart: window)
         let returning = endpoints(2)[1]
         pool.recordProbe(returning, success: false, now: 1_000)
@@ -150,8 +155,11 @@ struct PoolTests {
         let kept = pool.snapshot().member(endpoints(2)[0])!.backend
         kept.connectionOpened()
         let (removed, events) = try pool.reconfigure(
-            settings: PoolSettings(algorithm: .maglev), backends: [BackendSpec(endpoint: endpoints(2)[0], weight: 2),
-                BackendSpec(endpoint: endpoints(3)[2])], now: 3)
+            settings: PoolSettings(algorithm: .maglev),
+            backends: [
+                BackendSpec(endpoint: endpoints(2)[0], weight: 2),
+                BackendSpec(endpoint: endpoints(3)[2]),
+            ], now: 3)
         #expect(removed.map(\.endpoint) == [endpoints(2)[1]])
         #expect(events.contains(.added(endpoints(3)[2])) && events.contains(.weightChanged(endpoints(2)[0], 2)))
         let snapshot = pool.snapshot()

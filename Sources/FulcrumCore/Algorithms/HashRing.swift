@@ -12,7 +12,8 @@ struct HashRing: Sendable {
     init(candidates: [Candidate], pointsPerWeight: Int) {
         let perCandidate = candidates.map { max(1, pointsPerWeight * $0.weight / WeightScale.factor) }
         let total = perCandidate.reduce(0, +)
-        let counts = total > Self.maximumPoints
+        let counts =
+            total > Self.maximumPoints
             ? perCandidate.map { max(1, $0 * Self.maximumPoints / total) } : perCandidate
         var ring: [(UInt64, Int32)] = []
         ring.reserveCapacity(counts.reduce(0, +))

@@ -26,7 +26,9 @@ public final class LeastConnections: LoadBalancingAlgorithm {
         let best = counters.withUnsafeBufferPointer { counters in
             weights.withUnsafeBufferPointer { weights in
                 var best = first
-                var bestActive = counters[first]._withUnsafeGuaranteedRef { $0.activeConnections.load(ordering: .relaxed) }
+                var bestActive = counters[first]._withUnsafeGuaranteedRef {
+                    $0.activeConnections.load(ordering: .relaxed)
+                }
                 var index = first + 1
                 for _ in 1..<count {
                     if index == count { index = 0 }

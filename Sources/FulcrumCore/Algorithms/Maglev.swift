@@ -25,7 +25,9 @@ public struct Maglev: LoadBalancingAlgorithm {
     public static func buildTable(names: [String], weights: [Int], size requestedSize: Int) -> [Int32] {
         let count = names.count
         guard count > 0 else { return [] }
-        let size = requestedSize > count && isPrime(requestedSize) ? requestedSize : nextPrime(above: max(count, requestedSize))
+        let size =
+            requestedSize > count && isPrime(requestedSize)
+            ? requestedSize : nextPrime(above: max(count, requestedSize))
         var position = [Int](repeating: 0, count: count)
         var skip = [Int](repeating: 0, count: count)
         for (i, name) in names.enumerated() {

@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+
+/// Runs the built `fulcrum` binary (SwiftPM builds it next to the test bundle) and captures its output.
+struct FulcrumProcess {
+    static var binary: URL {
+        Bundle.main.bundleURL.appendingPathComponent("fulcrum")
+    }
+
+    static var repositoryRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    static func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Read both pipes to the end before waiting, so a full pipe cannot block the child.
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+}
+
+@Suite("fulcrum CLI")
+struct CLITests {
+    @Test("the binary is where the tests expect it")
+    func binaryExists() {
+        #expect(FileManager.default.isExecutableFile(atPath: FulcrumProcess.binary.path), "\(FulcrumProcess.binary.path)")
+    }
+
+    @Test("validate accepts every shipped example with exit 0")
+    func validateExamples() throws {
+        let examples = FulcrumProcess.repositoryRoot.appendingPathComponent("examples")
+        let files = try FileManager.default.contentsOfDirectory(atPath: examples.path).filter { $0.hasSuffix(".yaml") }
+        #expect(files.count >= 3)
+        for file in files {
+            let result = try FulcrumProcess.run(["validate", examples.appendingPathComponent(file).path])
+            #expect(result.status == 0, "\(file): \(result.stderr)")
+            #expect(result.stdout.contains("valid"))
+            #expect(result.stderr.isEmpty)
+        }
+    }
+
+    @Test("validate reports every problem, one per line on stderr, with path and line:column, exit 2")
+    func validateRejects() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-cli-\(getpid()).yaml")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try """
+        pools:
+          web:
+            algorithm: least-connection
+            backends:
+              - { address: 10.0.0.11:8080, weight: 0 }
+        listeners:
+          - { name: www, bind: 127.0.0.1:8080, pool: webb }
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let result = try FulcrumProcess.run(["validate", file.path])
+        #expect(result.status == 2)
+        #expect(result.stdout.isEmpty)
+        let lines = result.stderr.split(separator: "\n").map(String.init)
+        #expect(lines.count == 3, "\(lines)")
+        #expect(lines.contains { $0.hasSuffix("pools.web.algorithm: unknown algorithm 'least-connection'; did you mean 'least-connections'? (line 3, column 16)") })
+        #expect(lines.contains { $0.hasSuffix("pools.web.backends[0].weight: must be ≥ 1 (line 5, column 44)") })
+        #expect(lines.contains { $0.contains("listeners[0].pool: unknown pool 'webb'") })
+    }
+
+    @Test("validate of a missing file says so, exit 2")
+    func validateMissingFile() throws {
+        let result = try FulcrumProcess.run(["validate", "/nonexistent/fulcrum.yaml"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("cannot read"))
+    }
+
+    @Test("version prints the version")
+    func version() throws {
+        let result = try FulcrumProcess.run(["version"])
+        #expect(result.status == 0)
+        #expect(result.stdout.hasPrefix("fulcrum "))
+    }
+
+    @Test("subcommands of later issues say plainly that they are not there yet", arguments: [["ctl", "pools"], ["demo"], ["run", "--config", "examples/demo.yaml"]])
+    func notYet(arguments: [String]) throws {
+        let result = try FulcrumProcess.run(arguments)
+        #expect(result.status == 3)
+        #expect(result.stderr.contains("not available yet"))
+    }
+}
