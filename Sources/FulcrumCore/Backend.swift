@@ -123,8 +123,8 @@ public final class Backend: Sendable, CustomStringConvertible {
         stats.totalRequests.wrappingAdd(1, ordering: .relaxed)
     }
 
-    /// A request finished (or failed). Returns the number of failures in a row, which the pool
-    /// compares with its outlier threshold (`Pool.reportFailureStreak`).
+    /// A request finished (or failed). Returns the number of failures in a row; data planes call
+    /// `Pool.requestFinished`, which calls this and compares the streak with the outlier threshold.
     @discardableResult
     public func requestFinished(success: Bool, latencyNanos: UInt64, now: UInt64, decayNanos: UInt64) -> Int {
         stats.inFlightRequests.wrappingSubtract(1, ordering: .relaxed)

@@ -10,6 +10,8 @@ public final class Pool: Sendable {
     private let publishedVersion: Atomic<UInt64>
     /// Outlier threshold (0: off), readable without the pool lock on the data path.
     private let outlierThreshold: Atomic<Int>
+    /// Latency decay τ of the current settings, for `requestFinished` without the pool lock.
+    private let latencyDecayNanos: Atomic<UInt64>
 
     public init(name: String, settings: PoolSettings, backends: [BackendSpec], now: UInt64) throws(PoolError) {
         self.name = name
@@ -18,6 +20,7 @@ public final class Pool: Sendable {
         published = Mutex(initial.makeSnapshot(version: 1, now: now))
         publishedVersion = Atomic(1)
         outlierThreshold = Atomic(settings.outlier?.consecutiveFailures ?? 0)
+        latencyDecayNanos = Atomic(settings.options.latencyDecayNanos)
     }
 
     /// Version of the current snapshot; cheap, lock-free.
@@ -83,15 +86,21 @@ public final class Pool: Sendable {
         }
     }
 
-    /// Reports a live-traffic outcome; takes the lock only when the failure streak reaches the threshold.
+    /// Reports the outcome of a connection attempt (proxy connect, packet-plane flow setup).
+    /// Takes the pool lock only when the failure streak reaches the outlier threshold.
     @discardableResult
     public func reportOutcome(_ backend: Backend, success: Bool, now: UInt64) -> [PoolEvent] {
-        let streak = backend.recordOutcome(success: success)
-        guard !success, let threshold = settingsThreshold, streak >= threshold else { return [] }
-        return changeIfNeeded(now: now) { s in
-            let events = s.reportFailureStreak(backend, streak: streak, now: now)
-            return (events, !events.isEmpty)
-        }
+        checkStreak(backend, streak: backend.recordOutcome(success: success), now: now)
+    }
+
+    /// Ends a request started with `backend.requestStarted()`: updates in-flight count, latency
+    /// (successes only) and the failure streak, and ejects the backend when the streak calls for it.
+    @discardableResult
+    public func requestFinished(_ backend: Backend, success: Bool, latencyNanos: UInt64, now: UInt64) -> [PoolEvent] {
+        let streak = backend.requestFinished(
+            success: success, latencyNanos: latencyNanos, now: now,
+            decayNanos: latencyDecayNanos.load(ordering: .relaxed))
+        return checkStreak(backend, streak: streak, now: now)
     }
 
     /// Advances time (ejections ending, slow starts ramping); call it periodically (e.g. every second).
@@ -105,9 +114,13 @@ public final class Pool: Sendable {
 
     // MARK: Private
 
-    private var settingsThreshold: Int? {
+    private func checkStreak(_ backend: Backend, streak: Int, now: UInt64) -> [PoolEvent] {
         let threshold = outlierThreshold.load(ordering: .relaxed)
-        return threshold == 0 ? nil : threshold
+        guard threshold > 0, streak >= threshold else { return [] }
+        return changeIfNeeded(now: now) { s in
+            let events = s.reportFailureStreak(backend, streak: streak, now: now)
+            return (events, !events.isEmpty)
+        }
     }
 
     private func change(
@@ -133,6 +146,7 @@ public final class Pool: Sendable {
     /// Builds and swaps in a new snapshot; called with the state lock held so versions stay ordered.
     private func publish(_ s: PoolState, now: UInt64) {
         outlierThreshold.store(s.settings.outlier?.consecutiveFailures ?? 0, ordering: .relaxed)
+        latencyDecayNanos.store(s.settings.options.latencyDecayNanos, ordering: .relaxed)
         let version = publishedVersion.load(ordering: .relaxed) + 1
         let snapshot = s.makeSnapshot(version: version, now: now)
         published.withLock { $0 = snapshot }

@@ -71,6 +71,21 @@ struct CLITests {
         #expect(lines.contains { $0.contains("listeners[0].pool: unknown pool 'webb'") })
     }
 
+    @Test("the README's config example validates")
+    func readmeExample() throws {
+        let readme = try String(
+            contentsOf: FulcrumProcess.repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let afterFence = try #require(readme.range(of: "```yaml\n"))
+        let end = try #require(readme.range(of: "```", range: afterFence.upperBound..<readme.endIndex))
+        let yaml = String(readme[afterFence.upperBound..<end.lowerBound])
+        #expect(yaml.contains("pools:"))
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-readme-\(getpid()).yaml")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try yaml.write(to: file, atomically: true, encoding: .utf8)
+        let result = try FulcrumProcess.run(["validate", file.path])
+        #expect(result.status == 0, "\(result.stderr)")
+    }
+
     @Test("validate of a missing file says so, exit 2")
     func validateMissingFile() throws {
         let result = try FulcrumProcess.run(["validate", "/nonexistent/fulcrum.yaml"])

@@ -110,11 +110,12 @@ struct PoolTests {
         let t3 = t2 + 20 * second + 1
         for _ in 0..<3 { pool.reportOutcome(victim, success: false, now: t3) }
         #expect(pool.snapshot().member(victim.endpoint)?.ejectedUntil == t3 + 25 * second)
-        // A success in between resets the streak.
-        pool.reportOutcome(backends[1], success: false, now: t3)
-        pool.reportOutcome(backends[1], success: false, now: t3)
-        pool.reportOutcome(backends[1], success: true, now: t3)
-        #expect(pool.reportOutcome(backends[1], success: false, now: t3).isEmpty)
+        // A success in between resets the streak; failed requests count like failed connections.
+        for success in [false, false, true, false] {
+            backends[1].requestStarted()
+            #expect(pool.requestFinished(backends[1], success: success, latencyNanos: 1_000, now: t3).isEmpty)
+        }
+        #expect(backends[1].stats.inFlight == 0)
         // 50 % of 4: a second ejection is allowed, a third is not.
         for _ in 0..<3 { pool.reportOutcome(backends[2], success: false, now: t3) }
         for _ in 0..<3 { pool.reportOutcome(backends[3], success: false, now: t3) }
