@@ -52,6 +52,7 @@ let names = (0..<backendCount).map { "10.\($0 / 250).\($0 % 250).1:80" }
 let trials = quick ? 5 : 20
 emit("## Maglev (N = \(backendCount) backends, equal weights)")
 emit()
+var maglevFigures: (build: Double, balance: Double, moved1: Double) = (0, 0, 0)
 emit("| M | build ms (median of 15) | min slots | max slots | max/mean | moved k=1 % | k=2 % | k=5 % | k=10 % |")
 emit("|---|---|---|---|---|---|---|---|---|")
 for size in [65537, 655373] {
@@ -80,7 +81,13 @@ for size in [65537, 655373] {
             for slot in 0..<size where keptIndices[Int(smaller[slot])] != Int(table[slot]) { changed += 1 }
             shares.append(Double(changed) / Double(size) * 100)
         }
-        moved.append(String(format: "%.2f %%", shares.reduce(0, +) / Double(shares.count)))
+        let mean = shares.reduce(0, +) / Double(shares.count)
+        moved.append(String(format: "%.2f %%", mean))
+        if size == 65537 && percent == 1 { maglevFigures.moved1 = mean }
+    }
+    if size == 65537 {
+        maglevFigures.build = median(buildTimes)
+        maglevFigures.balance = Double(counts.max()!) / mean
     }
     emit(
         "| \(size) | \(String(format: "%.2f", median(buildTimes))) | \(counts.min()!) | \(counts.max()!) | "
@@ -100,6 +107,7 @@ emit("| algorithm | N = 10 | N = 100 | N = 1000 |")
 emit("|---|---|---|---|")
 let picks = quick ? 200_000 : 2_000_000
 var sink: UInt64 = 0
+var pickAt1000: [AlgorithmKind: Double] = [:]
 for kind in AlgorithmKind.allCases {
     var cells: [String] = []
     for n in [10, 100, 1000] {
@@ -127,6 +135,7 @@ for kind in AlgorithmKind.allCases {
             runs.append(nanosSince(start) / Double(picks))
         }
         cells.append(String(format: "%.1f", median(runs)))
+        if n == 1000 { pickAt1000[kind] = median(runs) }
     }
     emit("| \(kind.rawValue) | \(cells.joined(separator: " | ")) |")
 }
@@ -134,6 +143,29 @@ emit()
 emit(
     "Each pick includes deriving a fresh key (one fmix64) and the call through `PoolSnapshot.pick`. Weights 1–3; some backends hold connections and latency samples. (checksum \(sink % 10))"
 )
+
+// MARK: Targets of issue 2, checked against the figures above.
+
+let constantTime: [AlgorithmKind] = [.roundRobin, .weightedRoundRobin, .random, .sourceHash, .hash, .maglev]
+let worstConstant = constantTime.map { pickAt1000[$0] ?? .infinity }.max()!
+let worstTwoChoice = [AlgorithmKind.powerOfTwo, .leastResponseTime].map { pickAt1000[$0] ?? .infinity }.max()!
+emit()
+emit("## Targets")
+emit()
+emit("| target | measured | met |")
+emit("|---|---|---|")
+@MainActor func target(_ name: String, _ measured: String, _ met: Bool) {
+    emit("| \(name) | \(measured) | \(met ? "yes" : "NO") |")
+}
+target(
+    "Maglev build ≤ 1.8 ms (M = 65537, N = 1000)", String(format: "%.2f ms", maglevFigures.build),
+    maglevFigures.build <= 1.8)
+target("Maglev balance max/mean ≤ 1.01", String(format: "%.4f", maglevFigures.balance), maglevFigures.balance <= 1.01)
+target("slots moved at k = 1 % ≤ 3.4 %", String(format: "%.2f %%", maglevFigures.moved1), maglevFigures.moved1 <= 3.4)
+target(
+    "O(1) algorithms ≤ 50 ns per pick at N = 1000", String(format: "worst %.1f ns", worstConstant), worstConstant <= 50)
+target(
+    "P2C / EWMA ≤ 200 ns per pick at N = 1000", String(format: "worst %.1f ns", worstTwoChoice), worstTwoChoice <= 200)
 
 if record {
     let url = URL(fileURLWithPath: "bench/results/algorithms.md")

@@ -8,7 +8,8 @@ struct FulcrumProcess {
     }
 
     static var repositoryRoot: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
     }
 
     static func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
@@ -24,7 +25,9 @@ struct FulcrumProcess {
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+        return (
+            process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self)
+        )
     }
 }
 
@@ -32,7 +35,8 @@ struct FulcrumProcess {
 struct CLITests {
     @Test("the binary is where the tests expect it")
     func binaryExists() {
-        #expect(FileManager.default.isExecutableFile(atPath: FulcrumProcess.binary.path), "\(FulcrumProcess.binary.path)")
+        #expect(
+            FileManager.default.isExecutableFile(atPath: FulcrumProcess.binary.path), "\(FulcrumProcess.binary.path)")
     }
 
     @Test("validate accepts every shipped example with exit 0")
@@ -66,7 +70,12 @@ struct CLITests {
         #expect(result.stdout.isEmpty)
         let lines = result.stderr.split(separator: "\n").map(String.init)
         #expect(lines.count == 3, "\(lines)")
-        #expect(lines.contains { $0.hasSuffix("pools.web.algorithm: unknown algorithm 'least-connection'; did you mean 'least-connections'? (line 3, column 16)") })
+        #expect(
+            lines.contains {
+                $0.hasSuffix(
+                    "pools.web.algorithm: unknown algorithm 'least-connection'; did you mean 'least-connections'? (line 3, column 16)"
+                )
+            })
         #expect(lines.contains { $0.hasSuffix("pools.web.backends[0].weight: must be ≥ 1 (line 5, column 44)") })
         #expect(lines.contains { $0.contains("listeners[0].pool: unknown pool 'webb'") })
     }
@@ -100,7 +109,9 @@ struct CLITests {
         #expect(result.stdout.hasPrefix("fulcrum "))
     }
 
-    @Test("subcommands of later issues say plainly that they are not there yet", arguments: [["ctl", "pools"], ["demo"], ["run", "--config", "examples/demo.yaml"]])
+    @Test(
+        "subcommands of later issues say plainly that they are not there yet",
+        arguments: [["ctl", "pools"], ["demo"], ["run", "--config", "examples/demo.yaml"]])
     func notYet(arguments: [String]) throws {
         let result = try FulcrumProcess.run(arguments)
         #expect(result.status == 3)

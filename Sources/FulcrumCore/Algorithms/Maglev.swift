@@ -61,7 +61,8 @@ public struct Maglev: LoadBalancingAlgorithm {
         return table
     }
 
-    static func isPrime(_ n: Int) -> Bool {
+    /// Whether `n` is prime (table sizes must be; the config checks with this same function).
+    public static func isPrime(_ n: Int) -> Bool {
         guard n >= 2 else { return false }
         if n < 4 { return true }
         if n % 2 == 0 { return false }
