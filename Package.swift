@@ -18,6 +18,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // Pure: no NIO, no syscalls. Backends, pools, snapshots, algorithms, health and outlier state.
@@ -28,11 +31,64 @@ let package = Package(
             dependencies: ["FulcrumCore", .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
+        // NIO: listeners (SO_REUSEPORT per event loop), TCP glue, HTTP/1.1 proxy, upstream pools.
+        .target(
+            name: "FulcrumProxy",
+            dependencies: [
+                "FulcrumCore", "FulcrumConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // NIO: active TCP/HTTP probes feeding the pure health state machine.
+        .target(
+            name: "FulcrumHealth",
+            dependencies: [
+                "FulcrumCore", "FulcrumConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Demo backends and a small load driver: used by `fulcrum demo`, the integration tests and benches.
+        .target(
+            name: "FulcrumDemo",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Composition root: builds every Service from the config; ServiceGroup, SIGTERM drain, SIGHUP reload.
+        .target(
+            name: "FulcrumServer",
+            dependencies: [
+                "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "fulcrum",
             dependencies: [
-                "FulcrumCore", "FulcrumConfig",
+                "FulcrumCore", "FulcrumConfig", "FulcrumServer", "FulcrumDemo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -50,5 +106,47 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "FulcrumCLITests", dependencies: ["fulcrum"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FulcrumProxyTests",
+            dependencies: [
+                "FulcrumProxy", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FulcrumHealthTests",
+            dependencies: [
+                "FulcrumHealth", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FulcrumDemoTests",
+            dependencies: [
+                "FulcrumDemo",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FulcrumServerTests",
+            dependencies: [
+                "FulcrumServer", "FulcrumCore", "FulcrumConfig", "FulcrumDemo", "fulcrum",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
     ]
 )

@@ -36,6 +36,9 @@ public final class PoolLoad: Sendable {
 
 /// Live per-backend counters, written by every data plane and read by the algorithms, lock-free.
 public final class BackendStats: Sendable {
+    /// Connections in use: proxied TCP connections and packet-plane flows; for HTTP, upstream
+    /// connections carrying a request (idle pooled ones do not count, as in nginx). The load that
+    /// least-connections, power-of-two and bounded-load compare.
     public let activeConnections = Atomic<Int>(0)
     public let inFlightRequests = Atomic<Int>(0)
     public let totalConnections = Atomic<UInt64>(0)
@@ -43,6 +46,8 @@ public final class BackendStats: Sendable {
     public let failures = Atomic<UInt64>(0)
     /// Failures in a row from live traffic (reset by any success); drives outlier ejection.
     public let consecutiveFailures = Atomic<Int>(0)
+    /// Every request's latency (successes and failures), for p50/p99 and metrics.
+    public let latency = LatencyHistogram()
     /// Peak-EWMA latency in nanoseconds (a `Double` bit pattern) and when it was last updated.
     private let ewmaBits = Atomic<UInt64>(0)
     private let ewmaStamp = Atomic<UInt64>(0)
@@ -90,6 +95,9 @@ public final class Backend: Sendable, CustomStringConvertible {
     public let name: String
     public let stats = BackendStats()
     public let poolLoad: PoolLoad
+    /// The last active health check, kept here (not in snapshots) so every probe is visible at once
+    /// without rebuilding the selector. Control plane only.
+    private let lastProbeResult = Mutex<ProbeResult?>(nil)
 
     public init(endpoint: Endpoint, poolLoad: PoolLoad = PoolLoad()) {
         self.endpoint = endpoint
@@ -98,6 +106,12 @@ public final class Backend: Sendable, CustomStringConvertible {
     }
 
     public var description: String { name }
+
+    /// The most recent active health check of this backend, if any.
+    public var lastProbe: ProbeResult? {
+        get { lastProbeResult.withLock { $0 } }
+        set { lastProbeResult.withLock { $0 = newValue } }
+    }
 
     // MARK: Data-plane hooks: every data plane calls these, the same way.
 
@@ -128,10 +142,18 @@ public final class Backend: Sendable, CustomStringConvertible {
     @discardableResult
     public func requestFinished(success: Bool, latencyNanos: UInt64, now: UInt64, decayNanos: UInt64) -> Int {
         stats.inFlightRequests.wrappingSubtract(1, ordering: .relaxed)
+        stats.latency.record(nanos: latencyNanos)
         if success {
             stats.observeLatency(nanos: latencyNanos, now: now, decayNanos: decayNanos)
         }
         return recordOutcome(success: success)
+    }
+
+    /// A request ended without saying anything about the backend (the client left, a stale keep-alive
+    /// connection): only the in-flight count drops; latency and failure streak stay as they were.
+    @inlinable
+    public func requestAbandoned() {
+        stats.inFlightRequests.wrappingSubtract(1, ordering: .relaxed)
     }
 
     /// Records the outcome of a connection attempt or request without touching the in-flight count.

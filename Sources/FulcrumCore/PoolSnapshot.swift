@@ -8,7 +8,8 @@ public struct MemberStatus: Sendable {
     public let state: BackendState
     /// Weight in use, in units of `WeightScale.factor` (lower than weight × factor during slow start).
     public let effectiveWeight: Int
-    public let lastProbe: ProbeResult?
+    /// The latest active check (live: read from the backend, newer than the snapshot).
+    public var lastProbe: ProbeResult? { backend.lastProbe }
     /// When the health state last changed.
     public let stateSince: UInt64
     public let ejectedUntil: UInt64?

@@ -139,6 +139,7 @@ public struct PoolState: Sendable {
         guard let settings = settings.health, let index = members.firstIndex(where: { $0.spec.endpoint == endpoint })
         else { return [] }
         let wasEligible = isEligible(members[index], now: now)
+        members[index].backend.lastProbe = ProbeResult(success: success, at: now, detail: detail)
         guard members[index].health.record(success: success, settings: settings, at: now, detail: detail) else {
             return []
         }
@@ -197,7 +198,7 @@ public struct PoolState: Sendable {
             MemberStatus(
                 backend: member.backend, weight: member.spec.weight, backup: member.spec.backup,
                 admin: member.admin, state: state(of: member, now: now),
-                effectiveWeight: effectiveWeight(member, now: now), lastProbe: member.health.lastResult,
+                effectiveWeight: effectiveWeight(member, now: now),
                 stateSince: member.health.since,
                 ejectedUntil: member.outlier.isEjected(at: now) ? member.outlier.ejectedUntil : nil)
         }

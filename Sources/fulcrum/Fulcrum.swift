@@ -2,10 +2,11 @@ import ArgumentParser
 import Foundation
 import FulcrumConfig
 import FulcrumCore
+import FulcrumServer
 
 /// The `fulcrum` command: one binary for every role.
 @main
-struct Fulcrum: ParsableCommand {
+struct Fulcrum: AsyncParsableCommand {
     static let version = "0.1.0"
 
     static let configuration = CommandConfiguration(
@@ -31,44 +32,17 @@ struct Validate: ParsableCommand {
     var file: String
 
     func run() throws {
-        let text: String
-        do {
-            text = try String(contentsOfFile: file, encoding: .utf8)
-        } catch {
-            printError("\(file): cannot read: \(describe(error))")
-            throw ExitCode(ExitStatus.invalidConfig)
-        }
-        do {
-            let config = try ConfigLoader.load(yaml: text)
-            let backends = config.pools.reduce(0) { $0 + $1.backends.count }
-            print(
-                "\(file): valid — \(config.pools.count) pool(s), \(backends) backend(s), "
-                    + "\(config.listeners.count) listener(s), \(config.virtualServices.count) virtual service(s)")
-        } catch {
-            for diagnostic in error.diagnostics { printError("\(file): \(diagnostic)") }
-            throw ExitCode(ExitStatus.invalidConfig)
-        }
+        let config = try loadConfigOrExit(file)
+        let backends = config.pools.reduce(0) { $0 + $1.backends.count }
+        print(
+            "\(file): valid — \(config.pools.count) pool(s), \(backends) backend(s), "
+                + "\(config.listeners.count) listener(s), \(config.virtualServices.count) virtual service(s)")
     }
 }
 
 struct Version: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the version.")
     func run() { print("fulcrum \(Fulcrum.version)") }
-}
-
-struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Run the balancer with a config file (arrives with the proxy, issue 3).")
-    @Option(name: .shortAndLong, help: "The YAML config file.")
-    var config: String
-    func run() throws { try notYet("run", arrivesWith: "the proxy (issue 3)") }
-}
-
-struct Demo: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract:
-            "Run an embedded demo: a balancer in front of in-process demo backends (arrives with the proxy, issue 3).")
-    func run() throws { try notYet("demo", arrivesWith: "the proxy (issue 3)") }
 }
 
 struct Ctl: ParsableCommand {
@@ -88,9 +62,19 @@ func printError(_ line: String) {
     FileHandle.standardError.write(Data((line + "\n").utf8))
 }
 
-func describe(_ error: any Error) -> String {
-    if let cocoa = error as? CocoaError, let underlying = cocoa.userInfo[NSUnderlyingErrorKey] as? NSError {
-        return underlying.localizedDescription
+/// Reads and validates a config file; on any problem prints one line per problem and exits 2.
+func loadConfigOrExit(_ file: String) throws -> FulcrumConfig {
+    let text: String
+    do {
+        text = try readFile(file)
+    } catch {
+        printError("\(file): cannot read: \(error.reason)")
+        throw ExitCode(ExitStatus.invalidConfig)
     }
-    return (error as NSError).localizedDescription
+    do {
+        return try ConfigLoader.load(yaml: text)
+    } catch {
+        for diagnostic in error.diagnostics { printError("\(file): \(diagnostic)") }
+        throw ExitCode(ExitStatus.invalidConfig)
+    }
 }

@@ -111,7 +111,7 @@ struct CLITests {
 
     @Test(
         "subcommands of later issues say plainly that they are not there yet",
-        arguments: [["ctl", "pools"], ["demo"], ["run", "--config", "examples/demo.yaml"]])
+        arguments: [["ctl", "pools"]])
     func notYet(arguments: [String]) throws {
         let result = try FulcrumProcess.run(arguments)
         #expect(result.status == 3)

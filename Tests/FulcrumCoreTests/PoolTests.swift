@@ -69,8 +69,10 @@ struct PoolTests {
         let events = try pool.add(BackendSpec(endpoint: newcomer), now: 5)
         #expect(events == [.added(newcomer)])
         #expect(pool.snapshot().member(newcomer)?.state == .down)
-        pool.recordProbe(newcomer, success: true, now: 6)
+        pool.recordProbe(newcomer, success: true, detail: "status 200", now: 6)
         #expect(pool.snapshot().member(newcomer)?.state == .down)
+        // Every probe is visible at once, even one that changes no state.
+        #expect(pool.snapshot().member(newcomer)?.lastProbe == ProbeResult(success: true, at: 6, detail: "status 200"))
         #expect(
             pool.recordProbe(newcomer, success: true, now: 7) == [.healthChanged(newcomer, healthy: true, detail: "")])
         #expect(pool.snapshot().candidates.count == 2)
@@ -190,5 +192,41 @@ struct PoolTests {
         let third = snapshot.pick(key, excluding: [first, second])!
         #expect(Set([first.name, second.name, third.name]).count == 3)
         #expect(snapshot.pick(key, excluding: [first, second, third]) == nil)
+    }
+}
+
+@Suite("Latency histogram")
+struct LatencyHistogramTests {
+    @Test(
+        "buckets are ordered and bound their values",
+        arguments: [
+            UInt64(0), 999, 1_000, 1_500, 2_000, 3_100, 10_000,
+            123_456, 1_000_000, 50_000_000, 2_000_000_000, 100_000_000_000,
+        ])
+    func bucketBounds(nanos: UInt64) {
+        let bucket = LatencyHistogram.bucket(forNanos: nanos)
+        #expect(bucket >= 0 && bucket < LatencyHistogram.bucketCount)
+        if bucket < LatencyHistogram.bucketCount - 1 {
+            #expect(nanos < LatencyHistogram.upperBoundNanos(ofBucket: bucket) + 1_000)
+            #expect(LatencyHistogram.bucket(forNanos: nanos + 1_000_000) >= bucket)
+        }
+        if bucket > 0 {
+            // Within 25 % of the bucket's upper bound: 4 buckets per doubling.
+            #expect(Double(nanos) >= Double(LatencyHistogram.upperBoundNanos(ofBucket: bucket)) * 0.75)
+        }
+    }
+
+    @Test("quantiles land within one bucket of the exact answer")
+    func quantiles() throws {
+        let histogram = LatencyHistogram()
+        #expect(histogram.quantile(0.5) == nil)
+        // 1..1000 ms, uniformly: p50 ≈ 500 ms, p99 ≈ 990 ms.
+        for ms in 1...1000 { histogram.record(nanos: UInt64(ms) * 1_000_000) }
+        let p50 = Double(try #require(histogram.quantile(0.5))) / 1e6
+        let p99 = Double(try #require(histogram.quantile(0.99))) / 1e6
+        #expect(p50 >= 500 && p50 <= 500 * 1.25)
+        #expect(p99 >= 990 && p99 <= 990 * 1.25)
+        #expect(histogram.count == 1000)
+        #expect(histogram.sumNanos == 500_500 * 1_000_000)
     }
 }

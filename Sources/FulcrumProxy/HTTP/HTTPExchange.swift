@@ -1,0 +1,92 @@
+import FulcrumCore
+import NIOCore
+import NIOHTTP1
+
+/// One request's trip through the proxy: from its head to the end of its response, across retries.
+/// Owned by its client connection's `HTTPProxyHandler`; confined to that connection's event loop.
+final class HTTPExchange {
+    enum Phase {
+        /// Head received; dispatched when the read that carried it is complete, so that a malformed
+        /// body in the same packet is refused before any backend is contacted.
+        case received
+        /// Waiting for a new upstream connection.
+        case connecting
+        /// The request is being (or was) sent to `upstream`.
+        case attached
+        /// The response is complete, or the proxy answered itself.
+        case finished
+    }
+
+    let clientHead: HTTPRequestHead
+    let upstreamHead: HTTPRequestHead
+    let isIdempotent: Bool
+    let expectsContinue: Bool
+    let snapshot: PoolSnapshot
+    let key: PickKey
+    /// The backend the sticky cookie named, if it is still a candidate.
+    let stickyBackend: Backend?
+    var phase = Phase.received
+    /// Whether the client connection stays open after this response.
+    var clientKeepAlive: Bool
+
+    // Attempts
+    var tried: [Backend] = []
+    var retriesLeft: Int
+    /// The backend of the next attempt (sticky choice, or the same backend after a stale keep-alive).
+    var preferred: Backend?
+    /// Skip the idle pool on the next attempt (after a reused connection turned out stale).
+    var forceFreshConnection = false
+    var staleRetryUsed = false
+    /// Bumped per connect, so a late connect result of an abandoned attempt is recognised.
+    var attempt = 0
+    /// What the client gets when no further backend is left to try.
+    var lastFailure: HTTPRejection?
+
+    // Request side
+    /// Body parts and end received before an upstream connection was ready.
+    var pendingBody: [HTTPServerRequestPart] = []
+    var requestEnded = false
+    /// Some request body reached a backend: the request can no longer be replayed.
+    var bodyForwarded = false
+    var upstreamNeedsFlush = false
+    var continueSent = false
+    var lastProgress = NIODeadline.now()
+
+    // Upstream side
+    var upstream: HTTPUpstreamHandler?
+    var backend: Backend?
+    /// `requestStarted()` was called and `requestFinished` not yet.
+    var inFlight = false
+    var sentAt: UInt64 = 0
+    var latencyNanos: UInt64 = 0
+    var responseTimer: Scheduled<Void>?
+
+    // Response side
+    var responseStatus: HTTPResponseStatus?
+    var responseStarted = false
+    var responseEnded = false
+    var upstreamKeepAlive = false
+    var clientNeedsFlush = false
+
+    init(
+        clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, snapshot: PoolSnapshot, key: PickKey,
+        stickyBackend: Backend?, retries: Int
+    ) {
+        self.clientHead = clientHead
+        self.upstreamHead = upstreamHead
+        self.snapshot = snapshot
+        self.key = key
+        self.stickyBackend = stickyBackend
+        self.preferred = stickyBackend
+        self.retriesLeft = retries
+        self.clientKeepAlive = clientHead.isKeepAlive
+        switch clientHead.method {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: isIdempotent = true
+        default: isIdempotent = false
+        }
+        expectsContinue = clientHead.headers["expect"].contains { $0.lowercased() == "100-continue" }
+    }
+}
+
+@available(*, unavailable)
+extension HTTPExchange: Sendable {}

@@ -1,0 +1,690 @@
+import FulcrumConfig
+import FulcrumCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// The client side of one HTTP/1.1 connection: validates each request, picks a backend per request,
+/// sends it over a pooled or new upstream connection on the same event loop and streams both bodies
+/// with backpressure. One request is served at a time; pipelined requests wait in `backlog` (and
+/// reading stops) until the current response is complete.
+final class HTTPProxyHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Input that arrived while the current request was complete and its response still pending.
+    private enum Backlogged {
+        case part(HTTPServerRequestPart)
+        case error(any Error)
+        case inputClosed
+    }
+
+    private let route: ListenerRoute
+    private let logger: Logger
+    private var reader: PoolReader
+    private let upstreams: HTTPUpstreamPool
+    private let detector: HTTPRequestStartDetector
+    private let client: IPAddress?
+    private let sourceHash: UInt64
+    private let connectTimeout: TimeAmount
+    private let idleTimeout: TimeAmount
+    private let headerTimeout: TimeAmount
+    private let responseTimeout: TimeAmount
+
+    private var context: ChannelHandlerContext?
+    private var exchange: HTTPExchange?
+    private var backlog = CircularBuffer<Backlogged>()
+    private var inRead = false
+    private var readPending = false
+    /// No further requests: the connection closes once the current output is written.
+    private var closing = false
+    private var draining = false
+    private var requestBytesSeen = false
+    private var waitTimer: Scheduled<Void>?
+    /// A request was answered on this connection (later ones get the idle timeout first).
+    private var hadRequest = false
+
+    init(
+        route: ListenerRoute, logger: Logger, detector: HTTPRequestStartDetector, upstreams: HTTPUpstreamPool,
+        client: IPAddress?
+    ) {
+        self.route = route
+        self.logger = logger
+        self.reader = PoolReader(route.pool)
+        self.detector = detector
+        self.upstreams = upstreams
+        self.client = client
+        self.sourceHash = client.map { StableHash.hash($0) } ?? 0
+        let timeouts = route.config.timeouts
+        connectTimeout = TimeAmount(timeouts.connect)
+        idleTimeout = TimeAmount(timeouts.idle)
+        headerTimeout = TimeAmount(timeouts.requestHeaders)
+        responseTimeout = TimeAmount(timeouts.response)
+    }
+
+    /// Whether the client can take more response bytes (the upstream stops reading otherwise).
+    var clientIsWritable: Bool { context?.channel.isWritable ?? false }
+
+    // MARK: ChannelHandler
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { startWaitTimer() }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if waitTimer == nil { startWaitTimer() }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closing = true
+        waitTimer?.cancel()
+        waitTimer = nil
+        if let exchange {
+            // The client went away: whatever the backend was doing for it is no longer wanted.
+            exchange.phase = .finished
+            exchange.responseTimer?.cancel()
+            if let upstream = exchange.upstream {
+                detach(exchange)
+                upstream.close()
+            }
+            abandonStats(exchange)
+            self.exchange = nil
+        }
+        backlog.removeAll()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        inRead = true
+        guard !closing else { return }
+        let part = unwrapInboundIn(data)
+        if !acceptsInput || !backlog.isEmpty {
+            backlog.append(.part(part))
+            return
+        }
+        receive(part)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        inRead = false
+        dispatchIfReady()
+        if let exchange, exchange.upstreamNeedsFlush {
+            exchange.upstreamNeedsFlush = false
+            exchange.upstream?.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { exchange?.upstream?.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is HTTPRequestStartDetector.RequestStarted:
+            if exchange == nil && backlog.isEmpty && !requestBytesSeen {
+                requestBytesSeen = true
+                startWaitTimer()
+            }
+        case is ListenerDrainEvent:
+            draining = true
+            if exchange == nil && backlog.isEmpty { closeNow() }
+        case ChannelEvent.inputClosed:
+            if acceptsInput && backlog.isEmpty {
+                handleInputClosed()
+            } else {
+                backlog.append(.inputClosed)
+            }
+        default:
+            break
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard !closing else { return }
+        if error is HTTPParserError || error is ByteToMessageDecoderError {
+            if !acceptsInput || !backlog.isEmpty {
+                backlog.append(.error(error))
+            } else {
+                handleDecodeError(error)
+            }
+            return
+        }
+        logger.debug("client connection error", metadata: ["error": "\(error)"])
+        closeNow()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if shouldReadClient {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    // MARK: Reading the client
+
+    /// Input belongs to the current request (or starts a new one) rather than waiting in the backlog.
+    private var acceptsInput: Bool {
+        guard let exchange else { return true }
+        return !exchange.requestEnded
+    }
+
+    private var shouldReadClient: Bool {
+        guard !closing, backlog.isEmpty else { return false }
+        guard let exchange else { return true }
+        switch exchange.phase {
+        case .received, .connecting, .finished: return false
+        case .attached: return exchange.requestEnded || (exchange.upstream?.isWritable ?? true)
+        }
+    }
+
+    private func resumeClientReading() {
+        guard readPending, shouldReadClient, let context else { return }
+        readPending = false
+        context.read()
+    }
+
+    private func receive(_ part: HTTPServerRequestPart) {
+        switch part {
+        case .head(let head):
+            receiveHead(head)
+        case .body(let buffer):
+            guard let exchange, !exchange.requestEnded else { return }
+            switch exchange.phase {
+            case .received, .connecting:
+                exchange.pendingBody.append(part)
+            case .attached:
+                exchange.lastProgress = .now()
+                exchange.upstream?.send(.body(.byteBuffer(buffer)))
+                exchange.bodyForwarded = true
+                exchange.upstreamNeedsFlush = true
+            case .finished:
+                break
+            }
+        case .end(let trailers):
+            guard let exchange, !exchange.requestEnded else { return }
+            exchange.requestEnded = true
+            switch exchange.phase {
+            case .received, .connecting:
+                exchange.pendingBody.append(part)
+            case .attached:
+                exchange.upstreamNeedsFlush = false
+                exchange.lastProgress = .now()
+                exchange.upstream?.send(.end(trailers))
+                exchange.upstream?.flush()
+            case .finished:
+                break
+            }
+        }
+    }
+
+    private func receiveHead(_ head: HTTPRequestHead) {
+        waitTimer?.cancel()
+        waitTimer = nil
+        requestBytesSeen = false
+        let framing: HTTPRequestFraming
+        switch HTTPRequestFraming.validate(head) {
+        case .success(let valid): framing = valid
+        case .failure(let rejection):
+            reject(rejection, version: head.version)
+            return
+        }
+        if let expect = head.headers.first(name: "expect"), expect.lowercased() != "100-continue" {
+            reject(HTTPRejection(.expectationFailed, "unsupported Expect"), version: head.version)
+            return
+        }
+        let snapshot = reader.snapshot()
+        let now = MonotonicClock.now()
+        let key = PickKey(
+            hash: HTTPHeaderRewriter.keyHash(route.hashKey, head: head, sourceHash: sourceHash), now: now)
+        var sticky: Backend?
+        if let cookie = route.config.stickyCookie, let value = HTTPHeaderRewriter.cookie(cookie.name, in: head.headers)
+        {
+            sticky = StickyCookie.backend(named: value, in: snapshot)
+        }
+        exchange = HTTPExchange(
+            clientHead: head,
+            upstreamHead: HTTPHeaderRewriter.upstreamHead(head, framing: framing, client: client),
+            snapshot: snapshot, key: key, stickyBackend: sticky, retries: route.config.retries)
+    }
+
+    /// Dispatches a request whose head arrived in a read that is now complete.
+    private func dispatchIfReady() {
+        guard !inRead, let exchange, exchange.phase == .received else { return }
+        dispatch(exchange)
+    }
+
+    // MARK: Choosing a backend and a connection
+
+    private func dispatch(_ exchange: HTTPExchange) {
+        let backend: Backend
+        if let preferred = exchange.preferred {
+            exchange.preferred = nil
+            backend = preferred
+        } else if let picked = exchange.snapshot.pick(exchange.key, excluding: exchange.tried) {
+            backend = picked
+        } else {
+            fail(exchange, exchange.lastFailure ?? HTTPRejection(.serviceUnavailable, "no backend available"))
+            return
+        }
+        if !exchange.forceFreshConnection, let connection = upstreams.take(backend) {
+            attach(exchange, to: connection)
+            return
+        }
+        exchange.forceFreshConnection = false
+        exchange.phase = .connecting
+        exchange.attempt += 1
+        let attempt = exchange.attempt
+        upstreams.connect(to: backend, timeout: connectTimeout) { [self] result in
+            guard self.exchange === exchange, exchange.phase == .connecting, exchange.attempt == attempt else {
+                // The request is gone (client error or close): the fresh connection serves a later one.
+                if case .success(let connection) = result { upstreams.release(connection) }
+                return
+            }
+            switch result {
+            case .success(let connection):
+                attach(exchange, to: connection)
+            case .failure(let error):
+                route.pool.reportOutcome(backend, success: false, now: MonotonicClock.now())
+                logger.debug(
+                    "backend connect failed",
+                    metadata: ["backend.address": "\(backend.endpoint)", "error": "\(error)"])
+                exchange.tried.append(backend)
+                exchange.lastFailure = Self.rejection(for: error)
+                // Nothing was sent: a failed connect is retried for every method.
+                if exchange.retriesLeft > 0 {
+                    exchange.retriesLeft -= 1
+                    dispatch(exchange)
+                } else {
+                    fail(exchange, exchange.lastFailure!)
+                }
+            }
+        }
+    }
+
+    private func attach(_ exchange: HTTPExchange, to upstream: HTTPUpstreamHandler) {
+        exchange.phase = .attached
+        exchange.upstream = upstream
+        exchange.backend = upstream.backend
+        upstream.owner = self
+        // Load is what a request holds: an upstream connection in use (idle pooled ones do not count,
+        // as in nginx), so least-connections and bounded-load see the same thing in L4 and L7.
+        upstream.backend.connectionOpened()
+        upstream.backend.requestStarted()
+        exchange.inFlight = true
+        exchange.sentAt = MonotonicClock.now()
+        exchange.lastProgress = .now()
+        upstream.send(.head(exchange.upstreamHead))
+        for part in exchange.pendingBody {
+            switch part {
+            case .body(let buffer):
+                upstream.send(.body(.byteBuffer(buffer)))
+                exchange.bodyForwarded = true
+            case .end(let trailers):
+                upstream.send(.end(trailers))
+            case .head:
+                break
+            }
+        }
+        exchange.pendingBody.removeAll()
+        exchange.upstreamNeedsFlush = false
+        if exchange.expectsContinue && !exchange.requestEnded && !exchange.bodyForwarded && !exchange.continueSent {
+            // Fulcrum answers 100-continue itself once a backend is ready (and removed Expect upstream).
+            exchange.continueSent = true
+            context?.writeAndFlush(
+                wrapOutboundOut(.head(HTTPResponseHead(version: exchange.clientHead.version, status: .continue))),
+                promise: nil)
+        }
+        startResponseTimer(exchange, after: responseTimeout)
+        upstream.flush()
+        resumeClientReading()
+    }
+
+    /// Unlinks the exchange and its upstream connection (the caller pools or closes the connection).
+    private func detach(_ exchange: HTTPExchange) {
+        exchange.upstream?.owner = nil
+        exchange.upstream = nil
+        exchange.responseTimer?.cancel()
+        exchange.responseTimer = nil
+    }
+
+    // MARK: The response
+
+    func upstream(_ upstream: HTTPUpstreamHandler, didReceive part: HTTPClientResponsePart) {
+        guard let exchange, exchange.upstream === upstream else {
+            upstream.owner = nil
+            upstream.close()
+            return
+        }
+        switch part {
+        case .head(let head):
+            receiveResponseHead(head, exchange: exchange, upstream: upstream)
+        case .body(let buffer):
+            guard exchange.responseStarted else { return }
+            context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            exchange.clientNeedsFlush = true
+        case .end(let trailers):
+            guard exchange.responseStarted, let context else { return }
+            exchange.responseEnded = true
+            exchange.clientNeedsFlush = false
+            let written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+            let success = (exchange.responseStatus?.code ?? 500) < 500
+            finishStats(exchange, success: success)
+            detach(exchange)
+            if exchange.requestEnded && exchange.upstreamKeepAlive {
+                upstreams.release(upstream)
+            } else {
+                upstream.close()
+            }
+            complete(exchange, written: written)
+        }
+    }
+
+    private func receiveResponseHead(_ head: HTTPResponseHead, exchange: HTTPExchange, upstream: HTTPUpstreamHandler) {
+        guard !exchange.responseStarted, head.status != .switchingProtocols else {
+            // Upgrade was removed from the request, so a 101 (or a second head) is a broken backend.
+            detach(exchange)
+            upstream.close()
+            upstreamFailed(exchange, upstream: upstream, failure: .invalidResponse)
+            return
+        }
+        exchange.responseTimer?.cancel()
+        exchange.responseTimer = nil
+        let now = MonotonicClock.now()
+        exchange.latencyNanos = now > exchange.sentAt ? now - exchange.sentAt : 0
+        exchange.responseStatus = head.status
+        exchange.upstreamKeepAlive = head.isKeepAlive
+
+        var headers = head.headers
+        HTTPHeaderRewriter.removeHopByHop(&headers)
+        HTTPHeaderRewriter.append(&headers, name: "via", element: HTTPHeaderRewriter.via(head.version))
+        if let sticky = route.config.stickyCookie, sticky.insert, exchange.stickyBackend !== upstream.backend {
+            headers.add(name: "set-cookie", value: StickyCookie.setCookie(sticky, backend: upstream.backend))
+        }
+        let version = exchange.clientHead.version
+        var keepAlive = exchange.clientKeepAlive && !draining && !closing
+        if version.minor == 0 && !headers.contains(name: "content-length") && exchange.clientHead.method != .HEAD {
+            // An HTTP/1.0 client has no chunked encoding: the body ends when the connection does.
+            keepAlive = false
+        }
+        exchange.clientKeepAlive = keepAlive
+        if !keepAlive {
+            headers.add(name: "connection", value: "close")
+        } else if version.minor == 0 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
+        exchange.responseStarted = true
+        context?.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: version, status: head.status, headers: headers))),
+            promise: nil)
+        exchange.clientNeedsFlush = true
+    }
+
+    func upstreamReadComplete(_ upstream: HTTPUpstreamHandler) {
+        guard let exchange, exchange.upstream === upstream, exchange.clientNeedsFlush else { return }
+        exchange.clientNeedsFlush = false
+        context?.flush()
+    }
+
+    func upstreamWritabilityChanged(_ upstream: HTTPUpstreamHandler) {
+        guard let exchange, exchange.upstream === upstream, upstream.isWritable else { return }
+        resumeClientReading()
+    }
+
+    /// The upstream connection closed or broke before the response was complete.
+    func upstream(_ upstream: HTTPUpstreamHandler, didFail failure: HTTPUpstreamFailure) {
+        guard let exchange, exchange.upstream === upstream else { return }
+        detach(exchange)
+        upstreamFailed(exchange, upstream: upstream, failure: failure)
+    }
+
+    private func upstreamFailed(_ exchange: HTTPExchange, upstream: HTTPUpstreamHandler, failure: HTTPUpstreamFailure) {
+        let backend = upstream.backend
+        logger.debug(
+            "backend failed the request",
+            metadata: [
+                "backend.address": "\(backend.endpoint)", "failure": "\(failure)",
+                "response.started": "\(exchange.responseStarted)",
+            ])
+        guard !exchange.responseStarted else {
+            // Part of the response is with the client: it can only learn of the failure by the close.
+            finishStats(exchange, success: false)
+            exchange.phase = .finished
+            closeNow()
+            return
+        }
+        let replayable = !exchange.bodyForwarded
+        if replayable && failure == .closed && upstream.requestsSent > 1 && !exchange.staleRetryUsed {
+            // A reused keep-alive connection the backend had closed (the keep-alive race): not the
+            // backend's fault, and the request never reached it. Once, on a fresh connection.
+            abandonStats(exchange)
+            exchange.staleRetryUsed = true
+            exchange.forceFreshConnection = true
+            exchange.preferred = backend
+            dispatch(exchange)
+            return
+        }
+        finishStats(exchange, success: false)
+        exchange.tried.append(backend)
+        exchange.lastFailure =
+            failure == .invalidResponse
+            ? HTTPRejection(.badGateway, "invalid response from backend")
+            : HTTPRejection(.badGateway, "backend closed the connection")
+        if exchange.isIdempotent && replayable && exchange.retriesLeft > 0 {
+            exchange.retriesLeft -= 1
+            dispatch(exchange)
+            return
+        }
+        fail(exchange, exchange.lastFailure!)
+    }
+
+    // MARK: Timers
+
+    private func startResponseTimer(_ exchange: HTTPExchange, after delay: TimeAmount) {
+        exchange.responseTimer?.cancel()
+        exchange.responseTimer = context?.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            responseTimerFired(exchange)
+        }
+    }
+
+    /// The response timeout counts from the last request byte sent, so a long upload is not cut off.
+    private func responseTimerFired(_ exchange: HTTPExchange) {
+        guard self.exchange === exchange, exchange.phase == .attached, !exchange.responseStarted,
+            let upstream = exchange.upstream
+        else { return }
+        let quiet = NIODeadline.now() - exchange.lastProgress
+        if quiet < responseTimeout {
+            startResponseTimer(exchange, after: responseTimeout - quiet)
+            return
+        }
+        detach(exchange)
+        upstream.close()
+        if !exchange.requestEnded && upstream.isWritable {
+            // The backend could take more body but the client sent none.
+            abandonStats(exchange)
+            fail(exchange, HTTPRejection(.requestTimeout, "request body timed out"))
+        } else {
+            finishStats(exchange, success: false)
+            fail(exchange, HTTPRejection(.gatewayTimeout, "backend timed out"))
+        }
+    }
+
+    /// Between requests: the idle timeout until a byte arrives, then the request-header timeout. The first
+    /// request of a connection gets the request-header timeout from the start.
+    private func startWaitTimer() {
+        waitTimer?.cancel()
+        guard let context, !closing else { return }
+        let useHeaderTimeout = requestBytesSeen || !hadRequest
+        waitTimer = context.eventLoop.assumeIsolated().scheduleTask(
+            in: useHeaderTimeout ? headerTimeout : idleTimeout
+        ) { [self] in
+            waitTimer = nil
+            guard exchange == nil, backlog.isEmpty, !closing else { return }
+            if requestBytesSeen {
+                reject(HTTPRejection(.requestTimeout, "request headers timed out"), version: .http1_1)
+            } else {
+                closeNow()
+            }
+        }
+    }
+
+    // MARK: Finishing
+
+    /// Answers the current request (if any) from the proxy itself.
+    private func fail(_ exchange: HTTPExchange, _ rejection: HTTPRejection) {
+        exchange.phase = .finished
+        exchange.responseStarted = true
+        exchange.responseEnded = true
+        let close = !exchange.requestEnded || !exchange.clientKeepAlive || draining
+        if close { exchange.clientKeepAlive = false }
+        let written = writeLocalResponse(rejection, version: exchange.clientHead.version, close: close)
+        complete(exchange, written: written)
+    }
+
+    /// Refuses what the client sent (no exchange or one that must not go on) and closes the connection.
+    private func reject(_ rejection: HTTPRejection, version: HTTPVersion) {
+        if let exchange {
+            if exchange.responseStarted {
+                closeNow()
+                return
+            }
+            exchange.phase = .finished
+            if let upstream = exchange.upstream {
+                detach(exchange)
+                upstream.close()
+            }
+            abandonStats(exchange)
+            self.exchange = nil
+        }
+        closing = true
+        waitTimer?.cancel()
+        let written = writeLocalResponse(rejection, version: version, close: true)
+        closeAfter(written)
+    }
+
+    private func handleDecodeError(_ error: any Error) {
+        let rejection: HTTPRejection
+        switch error as? HTTPParserError {
+        case .headerOverflow?:
+            rejection = HTTPRejection(.requestHeaderFieldsTooLarge, "request headers too large")
+        case .invalidChunkSize?:
+            rejection = HTTPRejection(.badRequest, "invalid chunk size")
+        case .some(let parserError):
+            rejection = HTTPRejection(.badRequest, "malformed request (\(parserError))")
+        case nil:
+            rejection = HTTPRejection(.badRequest, "malformed request")
+        }
+        logger.debug("refusing malformed request", metadata: ["error": "\(error)"])
+        reject(rejection, version: exchange?.clientHead.version ?? .http1_1)
+    }
+
+    private func handleInputClosed() {
+        guard let exchange else {
+            closeNow()
+            return
+        }
+        if !exchange.requestEnded {
+            // The client stopped sending in the middle of a request.
+            reject(HTTPRejection(.badRequest, "request incomplete"), version: exchange.clientHead.version)
+        } else {
+            exchange.clientKeepAlive = false
+        }
+    }
+
+    /// After the response: next request, or close.
+    private func complete(_ exchange: HTTPExchange, written: EventLoopFuture<Void>) {
+        exchange.phase = .finished
+        hadRequest = true
+        guard self.exchange === exchange else { return }
+        if !exchange.requestEnded || !exchange.clientKeepAlive || draining || closing {
+            closing = true
+            self.exchange = nil
+            closeAfter(written)
+            return
+        }
+        self.exchange = nil
+        detector.awaitingRequest = true
+        requestBytesSeen = false
+        startWaitTimer()
+        processBacklog()
+    }
+
+    private func processBacklog() {
+        while !closing, acceptsInput, let item = backlog.popFirst() {
+            switch item {
+            case .part(let part): receive(part)
+            case .error(let error): handleDecodeError(error)
+            case .inputClosed: handleInputClosed()
+            }
+        }
+        dispatchIfReady()
+        resumeClientReading()
+    }
+
+    private func writeLocalResponse(
+        _ rejection: HTTPRejection, version: HTTPVersion, close: Bool
+    )
+        -> EventLoopFuture<Void>
+    {
+        guard let context else { return upstreams.eventLoop.makeSucceededVoidFuture() }
+        let body = rejection.message + "\n"
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        if close { headers.add(name: "connection", value: "close") }
+        let responseVersion: HTTPVersion = version.major == 1 && version.minor == 0 ? .http1_0 : .http1_1
+        context.write(
+            wrapOutboundOut(
+                .head(HTTPResponseHead(version: responseVersion, status: rejection.status, headers: headers))),
+            promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        return context.writeAndFlush(wrapOutboundOut(.end(nil)))
+    }
+
+    private func closeAfter(_ written: EventLoopFuture<Void>) {
+        closing = true
+        written.assumeIsolated().whenComplete { [self] _ in closeNow() }
+    }
+
+    private func closeNow() {
+        closing = true
+        context?.close(promise: nil)
+    }
+
+    // MARK: Backend statistics
+
+    private func finishStats(_ exchange: HTTPExchange, success: Bool) {
+        guard exchange.inFlight, let backend = exchange.backend else { return }
+        exchange.inFlight = false
+        backend.connectionClosed()
+        route.pool.requestFinished(
+            backend, success: success, latencyNanos: exchange.latencyNanos, now: MonotonicClock.now())
+    }
+
+    /// Ends an in-flight request that says nothing about the backend (the client left, or a stale
+    /// keep-alive connection): the in-flight count drops, the failure streak and latency stay.
+    private func abandonStats(_ exchange: HTTPExchange) {
+        guard exchange.inFlight, let backend = exchange.backend else { return }
+        exchange.inFlight = false
+        backend.connectionClosed()
+        backend.requestAbandoned()
+    }
+
+    private static func rejection(for error: UpstreamError) -> HTTPRejection {
+        switch error {
+        case .noBackendAvailable: return HTTPRejection(.serviceUnavailable, "no backend available")
+        case .connectFailed: return HTTPRejection(.badGateway, "connect to backend failed")
+        case .connectTimedOut: return HTTPRejection(.gatewayTimeout, "connect to backend timed out")
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTPProxyHandler: Sendable {}

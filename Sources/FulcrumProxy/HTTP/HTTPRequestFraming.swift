@@ -1,0 +1,84 @@
+import NIOHTTP1
+
+/// How a request's body is delimited, decided once from its head.
+enum HTTPRequestFraming: Equatable {
+    /// No body.
+    case none
+    case contentLength(Int)
+    case chunked
+
+    /// Checks a request head for ambiguous framing (request smuggling) and for what the proxy does not
+    /// serve. Any ambiguity is refused: a proxy and its backend must agree where every request ends.
+    static func validate(_ head: HTTPRequestHead) -> Result<HTTPRequestFraming, HTTPRejection> {
+        guard head.version.major == 1, head.version.minor <= 1 else {
+            return .failure(HTTPRejection(.httpVersionNotSupported, "HTTP version not supported"))
+        }
+        if head.method == .CONNECT {
+            return .failure(HTTPRejection(.methodNotAllowed, "CONNECT is not supported"))
+        }
+        let transferCodings = tokens(head.headers["transfer-encoding"])
+        let lengths = tokens(head.headers["content-length"])
+        let hasTransferEncoding = head.headers.contains(name: "transfer-encoding")
+        let hasContentLength = head.headers.contains(name: "content-length")
+
+        if hasTransferEncoding {
+            if hasContentLength {
+                return .failure(HTTPRejection(.badRequest, "both Content-Length and Transfer-Encoding"))
+            }
+            guard head.version.minor == 1 else {
+                return .failure(HTTPRejection(.badRequest, "Transfer-Encoding in an HTTP/1.0 request"))
+            }
+            guard transferCodings.count == 1, transferCodings[0].lowercased() == "chunked" else {
+                return .failure(HTTPRejection(.badRequest, "Transfer-Encoding other than chunked"))
+            }
+            return .success(.chunked)
+        }
+        if hasContentLength {
+            guard let first = lengths.first, lengths.allSatisfy({ $0 == first }),
+                head.headers["content-length"].allSatisfy({ !$0.isEmpty })
+            else {
+                return .failure(HTTPRejection(.badRequest, "conflicting Content-Length"))
+            }
+            guard first.utf8.count <= 18, first.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                let length = Int(first)
+            else {
+                return .failure(HTTPRejection(.badRequest, "invalid Content-Length"))
+            }
+            return .success(.contentLength(length))
+        }
+        return .success(.none)
+    }
+
+    /// The comma-separated elements of every value of a header, trimmed; empty elements kept so that
+    /// `Content-Length: 5,` is not mistaken for a single length.
+    static func tokens(_ values: [String]) -> [Substring] {
+        var result: [Substring] = []
+        for value in values {
+            for element in value.split(separator: ",", omittingEmptySubsequences: false) {
+                result.append(element.trimmingHTTPWhitespace())
+            }
+        }
+        return result
+    }
+}
+
+/// Why the proxy answers a request itself instead of forwarding it.
+struct HTTPRejection: Error, Equatable {
+    var status: HTTPResponseStatus
+    var message: String
+
+    init(_ status: HTTPResponseStatus, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+}
+
+extension Substring {
+    /// Without leading and trailing spaces and tabs (RFC 9110 OWS).
+    func trimmingHTTPWhitespace() -> Substring {
+        var result = self
+        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
+        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
+        return result
+    }
+}

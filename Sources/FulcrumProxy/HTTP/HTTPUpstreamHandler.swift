@@ -1,0 +1,154 @@
+import FulcrumCore
+import NIOCore
+import NIOHTTP1
+
+/// Why an upstream connection stopped before its response was complete.
+enum HTTPUpstreamFailure: Equatable {
+    /// The backend closed or reset the connection.
+    case closed
+    /// The backend sent something that is not an HTTP/1.1 response (or headers over the limits).
+    case invalidResponse
+}
+
+/// The last handler of an upstream connection's pipeline and the connection's identity: it is what the
+/// per-loop pool keeps. While a request uses it, `owner` receives the response parts and flow-control
+/// signals; while idle in the pool, anything the backend sends or a close removes it from the pool.
+final class HTTPUpstreamHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let backend: Backend
+    private let pool: HTTPUpstreamPool
+    private var context: ChannelHandlerContext?
+    /// The client connection whose request uses this connection, if any.
+    var owner: HTTPProxyHandler?
+    /// Requests sent on this connection; more than one means a reused keep-alive connection.
+    private(set) var requestsSent = 0
+    private var inPool = false
+    private var idleTimer: Scheduled<Void>?
+    private var readPending = false
+    private var closed = false
+    private var failure: HTTPUpstreamFailure?
+
+    init(backend: Backend, pool: HTTPUpstreamPool) {
+        self.backend = backend
+        self.pool = pool
+    }
+
+    /// Open, not failed: may carry a request.
+    var isUsable: Bool { !closed && failure == nil && (context?.channel.isActive ?? false) }
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    // MARK: Used by the pool and the owner
+
+    func enterPool(timeout: TimeAmount) {
+        inPool = true
+        owner = nil
+        idleTimer = context?.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            pool.remove(self)
+            close()
+        }
+        // Keep reading while idle, so a backend's close is noticed at once.
+        resumeReading()
+    }
+
+    func leavePool() {
+        inPool = false
+        idleTimer?.cancel()
+        idleTimer = nil
+    }
+
+    /// Writes a request head (counting it), body part or end. Flushed by `flush()`.
+    func send(_ part: HTTPClientRequestPart) {
+        guard let context else { return }
+        if case .head = part { requestsSent += 1 }
+        context.write(wrapOutboundOut(part), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    func close() {
+        guard !closed, let context else { return }
+        closed = true
+        context.close(promise: nil)
+    }
+
+    /// Reads again after the owner's client became writable.
+    func resumeReading() {
+        guard readPending, let context else { return }
+        readPending = false
+        context.read()
+    }
+
+    // MARK: ChannelHandler
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        if inPool {
+            leavePool()
+            pool.remove(self)
+        }
+        if owner != nil {
+            // Delivered from a fresh stack: the owner may be in the middle of writing to this connection.
+            let failure = self.failure ?? .closed
+            context.eventLoop.assumeIsolated().execute { [self] in
+                owner?.upstream(self, didFail: failure)
+            }
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        guard let owner else {
+            // A backend may send a 408 or garbage on an idle connection before closing it: never reuse it.
+            failure = .invalidResponse
+            if inPool {
+                leavePool()
+                pool.remove(self)
+            }
+            close()
+            return
+        }
+        owner.upstream(self, didReceive: part)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        owner?.upstreamReadComplete(self)
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        owner?.upstreamWritabilityChanged(self)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if failure == nil {
+            failure = error is HTTPParserError ? .invalidResponse : .closed
+        }
+        close()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let owner, !owner.clientIsWritable {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTPUpstreamHandler: Sendable {}

@@ -1,0 +1,85 @@
+import FulcrumConfig
+import FulcrumCore
+import Logging
+import NIOCore
+import Synchronization
+
+/// What a listener proxies to: its config and its pool. Replaced as a whole on reload, read once per
+/// connection, so a connection keeps the route it started with.
+public struct ListenerRoute: Sendable {
+    public var config: ListenerConfig
+    public var pool: Pool
+    /// What hash-family algorithms hash for this listener's requests.
+    public var hashKey: HashKey
+
+    public init(config: ListenerConfig, pool: Pool, hashKey: HashKey) {
+        self.config = config
+        self.pool = pool
+        self.hashKey = hashKey
+    }
+}
+
+/// Shared by every per-event-loop socket of one listener: the current route, the live connections
+/// (for draining) and the logger.
+public final class ListenerContext: Sendable {
+    public let name: String
+    public let logger: Logger
+    public let connections = ConnectionTracker()
+    private let route: Mutex<ListenerRoute>
+
+    public init(route: ListenerRoute, logger: Logger) {
+        name = route.config.name
+        self.route = Mutex(route)
+        var logger = logger
+        logger[metadataKey: "listener"] = .string(route.config.name)
+        self.logger = logger
+    }
+
+    public var current: ListenerRoute { route.withLock { $0 } }
+
+    public func update(_ newRoute: ListenerRoute) {
+        route.withLock { $0 = newRoute }
+    }
+}
+
+/// Sent down a connection's pipeline when its listener drains (shutdown, reload removed it):
+/// handlers finish what is in flight and close (HTTP: after the current response).
+public struct ListenerDrainEvent: Sendable {
+    public init() {}
+}
+
+/// The live client connections of a listener, so shutdown can drain them and then close the rest.
+public final class ConnectionTracker: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    public init() {}
+
+    public var count: Int { channels.withLock { $0.count } }
+
+    /// Tracks `channel` until it closes.
+    public func track(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        channels.withLock { $0[id] = channel }
+        channel.closeFuture.whenComplete { _ in
+            _ = self.channels.withLock { $0.removeValue(forKey: id) }
+        }
+    }
+
+    /// Asks every connection to finish and close; after `grace`, closes what is left.
+    /// Returns when no tracked connection remains.
+    public func drain(grace: Duration) async {
+        let open = channels.withLock { Array($0.values) }
+        for channel in open {
+            channel.pipeline.fireUserInboundEventTriggered(ListenerDrainEvent())
+        }
+        let deadline = ContinuousClock.now + grace
+        var step = Duration.milliseconds(5)
+        while count > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: min(step, deadline - ContinuousClock.now))
+            step = min(step * 2, .milliseconds(100))
+        }
+        let left = channels.withLock { Array($0.values) }
+        for channel in left { channel.close(promise: nil) }
+        for channel in left { try? await channel.closeFuture.get() }
+    }
+}

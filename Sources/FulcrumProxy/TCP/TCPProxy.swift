@@ -1,0 +1,124 @@
+import FulcrumConfig
+import FulcrumCore
+import Logging
+import NIOCore
+
+/// L4 proxying (`mode: tcp`). Each accepted connection gets a backend picked once from the pool's
+/// current snapshot, a connection to it on the same event loop (retrying other backends), an optional
+/// PROXY protocol header, and then byte-exact relaying both ways with backpressure, half-close and an
+/// idle timeout. Nothing is read from the client until the backend has accepted.
+public enum TCPProxy {
+    /// The pipeline of a connection accepted by a TCP-mode `ProxyListener`.
+    public static func childInitializer(channel: any Channel, context: ListenerContext) -> EventLoopFuture<Void> {
+        accept(channel, context: context, stats: nil)
+    }
+
+    /// The same pipeline, counting flows, bytes and queued bytes into `statistics`.
+    public static func childInitializer(
+        statistics: TCPProxyStatistics
+    ) -> @Sendable (any Channel, ListenerContext) -> EventLoopFuture<Void> {
+        { channel, context in accept(channel, context: context, stats: statistics) }
+    }
+
+    /// The pick key's hash for a client: its address, or its 5-tuple when the listener hashes `flow`.
+    /// HTTP-only keys (header, cookie, URI) fall back to the address.
+    public static func keyHash(hashKey: HashKey, client: SocketAddress?, local: SocketAddress?) -> UInt64 {
+        guard let source = IPAddress(client) else { return 0 }
+        guard case .flow = hashKey, let destination = IPAddress(local) else {
+            return StableHash.hash(source)
+        }
+        return StableHash.hash(
+            source: source, sourcePort: UInt16(truncatingIfNeeded: client?.port ?? 0), destination: destination,
+            destinationPort: UInt16(truncatingIfNeeded: local?.port ?? 0), protocol: 6)
+    }
+
+    static func accept(
+        _ client: any Channel, context: ListenerContext, stats: TCPProxyStatistics?
+    ) -> EventLoopFuture<Void> {
+        guard client.eventLoop.inEventLoop else {
+            return client.eventLoop.flatSubmit { accept(client, context: context, stats: stats) }
+        }
+        let route = context.current
+        let idle = TimeAmount(route.config.timeouts.idle)
+        let linger = idle > .zero ? idle : .seconds(60)
+        // Present from the start, so nothing the client sends is read (or lost) before the upstream is there.
+        let clientSide = TCPGlueHandler(
+            isClientSide: true, statistics: stats, logger: context.logger, lingerTimeout: linger)
+        do {
+            if idle > .zero {
+                try client.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idle))
+            }
+            try client.pipeline.syncOperations.addHandler(clientSide)
+        } catch {
+            return client.eventLoop.makeFailedFuture(error)
+        }
+        let snapshot = route.pool.snapshot()
+        let hash =
+            snapshot.algorithm.usesKey
+            ? keyHash(hashKey: route.hashKey, client: client.remoteAddress, local: client.localAddress) : 0
+        let connector = UpstreamConnector(connectTimeout: TimeAmount(route.config.timeouts.connect))
+        let logger = context.logger
+        connector.connect(
+            pool: route.pool, snapshot: snapshot, key: PickKey(hash: hash, now: MonotonicClock.now()),
+            retries: route.config.retries, on: client.eventLoop,
+            initializer: { upstream in
+                upstream.eventLoop.makeCompletedFuture {
+                    try upstream.pipeline.syncOperations.addHandler(
+                        TCPGlueHandler(isClientSide: false, statistics: stats, logger: logger, lingerTimeout: linger))
+                }
+            }
+        )
+        .assumeIsolated()
+        .whenComplete { result in
+            switch result {
+            case .success(let upstream):
+                glue(client: client, clientSide: clientSide, upstream: upstream, route: route, statistics: stats)
+            case .failure(let error):
+                logger.debug(
+                    "closing client connection: no upstream",
+                    metadata: [
+                        "client": .string(client.remoteAddress.map { "\($0)" } ?? "?"),
+                        "pool": .string(route.pool.name), "reason": .string("\(error)"),
+                    ])
+                client.close(promise: nil)
+            }
+        }
+        return client.eventLoop.makeSucceededVoidFuture()
+    }
+
+    private static func glue(
+        client: any Channel, clientSide: TCPGlueHandler, upstream connection: UpstreamConnection,
+        route: ListenerRoute, statistics: TCPProxyStatistics?
+    ) {
+        let upstream = connection.channel
+        let backend = connection.backend
+        route.pool.reportOutcome(backend, success: true, now: MonotonicClock.now())
+        guard client.isActive else {
+            upstream.close(promise: nil)
+            return
+        }
+        backend.connectionOpened()
+        statistics?.flowOpened()
+        client.closeFuture.and(upstream.closeFuture).whenComplete { _ in
+            backend.connectionClosed()
+            statistics?.flowClosed()
+        }
+        do {
+            let upstreamSide = try upstream.pipeline.syncOperations.handler(type: TCPGlueHandler.self)
+            var logger = clientSide.currentLogger
+            logger[metadataKey: "backend.address"] = .string(backend.name)
+            clientSide.setLogger(logger)
+            // The header goes first, before anything the client already sent.
+            let header = ProxyProtocolHeader(source: client.remoteAddress, destination: client.localAddress)
+                .encoded(route.config.proxyProtocol)
+            if !header.isEmpty {
+                upstream.writeAndFlush(upstream.allocator.buffer(bytes: header), promise: nil)
+            }
+            TCPGlueHandler.glue(client: clientSide, upstream: upstreamSide)
+        } catch {
+            clientSide.currentLogger.debug("closing TCP flow: setup failed", metadata: ["error": .string("\(error)")])
+            client.close(promise: nil)
+            upstream.close(promise: nil)
+        }
+    }
+}

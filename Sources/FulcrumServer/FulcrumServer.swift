@@ -1,0 +1,322 @@
+import FulcrumConfig
+import FulcrumCore
+import FulcrumHealth
+import FulcrumProxy
+import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+
+/// The composition root: builds pools, listeners and health checkers from a config, keeps them
+/// running, applies reloads without dropping connections, and drains on graceful shutdown.
+///
+/// `start` binds everything (so a bad port fails before the service runs); `run` serves until
+/// graceful shutdown (SIGTERM/SIGINT through the `ServiceGroup`), then stops accepting and lets
+/// connections finish for each listener's `timeouts.drain`.
+public actor FulcrumServer: Service {
+    public let group: any EventLoopGroup
+    private let logger: Logger
+    private let configPath: String?
+    public private(set) var config: FulcrumConfig
+    private var pools: [String: Pool] = [:]
+    private var listeners: [String: ProxyListener] = [:]
+    /// Listeners taken out by a reload, drained by `run`.
+    private let retired: AsyncStream<(ProxyListener, Duration)>
+    private let retiredInput: AsyncStream<(ProxyListener, Duration)>.Continuation
+    /// Each element is the complete set of health checkers to run; a reload publishes a new set.
+    private let checkerSets: AsyncStream<[HealthChecker]>
+    private let checkerSetInput: AsyncStream<[HealthChecker]>.Continuation
+
+    private init(config: FulcrumConfig, configPath: String?, group: any EventLoopGroup, logger: Logger) {
+        self.config = config
+        self.configPath = configPath
+        self.group = group
+        self.logger = logger
+        (retired, retiredInput) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+        (checkerSets, checkerSetInput) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Builds the pools and binds every listener of `config`.
+    public static func start(
+        config: FulcrumConfig, configPath: String? = nil, group: any EventLoopGroup, logger: Logger
+    ) async throws -> FulcrumServer {
+        let server = FulcrumServer(config: config, configPath: configPath, group: group, logger: logger)
+        do {
+            try await server.apply(config, initial: true)
+        } catch {
+            await server.closeAll()
+            throw error
+        }
+        return server
+    }
+
+    // MARK: Reading the running state
+
+    public func pool(named name: String) -> Pool? { pools[name] }
+
+    /// The port a listener is bound to (its config may say 0).
+    public func port(ofListener name: String) -> Int? { listeners[name]?.port }
+
+    public var listenerNames: [String] { listeners.keys.sorted() }
+
+    // MARK: Service
+
+    public func run() async throws {
+        await withDiscardingTaskGroup { tasks in
+            tasks.addTask { await self.tickPools() }
+            tasks.addTask { await self.superviseHealthCheckers() }
+            tasks.addTask { await self.drainRetiredListeners() }
+            tasks.addTask { await self.reloadOnHangup() }
+            // Serve until graceful shutdown is requested (or the task is cancelled).
+            try? await gracefulShutdown()
+            tasks.cancelAll()
+        }
+        retiredInput.finish()
+        checkerSetInput.finish()
+        await shutdownListeners()
+    }
+
+    // MARK: Reload
+
+    /// Re-reads the config file and applies it. An invalid file is logged, one line per problem,
+    /// and the running config keeps serving. Returns whether the new config was applied.
+    @discardableResult
+    public func reloadFromFile() async -> Bool {
+        guard let configPath else {
+            logger.warning("reload requested but the config did not come from a file")
+            return false
+        }
+        let text: String
+        do {
+            text = try readFile(configPath)
+        } catch {
+            logger.error(
+                "reload rejected: cannot read config", metadata: ["file": .string(configPath), "error": "\(error)"])
+            return false
+        }
+        do {
+            let newConfig = try ConfigLoader.load(yaml: text)
+            return await reload(newConfig)
+        } catch {
+            for diagnostic in error.diagnostics {
+                logger.error("reload rejected: \(diagnostic)", metadata: ["file": .string(configPath)])
+            }
+            logger.error("reload rejected; the running config keeps serving")
+            return false
+        }
+    }
+
+    /// Applies a validated config: pools are reconfigured in place (surviving backends keep their
+    /// state and connections), listeners whose bind and mode are unchanged switch route at once,
+    /// others are bound anew and the old ones drain.
+    @discardableResult
+    public func reload(_ newConfig: FulcrumConfig) async -> Bool {
+        do {
+            try await apply(newConfig, initial: false)
+            logger.info(
+                "config reloaded",
+                metadata: ["pools": "\(newConfig.pools.count)", "listeners": "\(newConfig.listeners.count)"])
+            return true
+        } catch {
+            logger.error("reload failed; the running config keeps serving", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    private func apply(_ newConfig: FulcrumConfig, initial: Bool) async throws {
+        if !initial, newConfig.workers != config.workers {
+            logger.warning("'workers' changes take effect on restart, not on reload")
+        }
+        let now = MonotonicClock.now()
+        // Build new pools and bind new listeners first, so a failure leaves the running state untouched.
+        var newPools: [String: Pool] = [:]
+        for poolConfig in newConfig.pools where pools[poolConfig.name] == nil {
+            newPools[poolConfig.name] = try Pool(
+                name: poolConfig.name, settings: poolConfig.poolSettings, backends: poolConfig.backendSpecs, now: now)
+        }
+        func pool(_ name: String) -> Pool? { pools[name] ?? newPools[name] }
+
+        var bound: [String: ProxyListener] = [:]
+        do {
+            for listenerConfig in newConfig.listeners {
+                if let existing = listeners[listenerConfig.name],
+                    existing.context.current.config.bind == listenerConfig.bind,
+                    existing.context.current.config.mode == listenerConfig.mode
+                {
+                    continue
+                }
+                guard let target = pool(listenerConfig.pool),
+                    let poolConfig = newConfig.pool(named: listenerConfig.pool)
+                else { continue }
+                let context = ListenerContext(
+                    route: ListenerRoute(config: listenerConfig, pool: target, hashKey: poolConfig.effectiveHashKey),
+                    logger: logger)
+                bound[listenerConfig.name] = try await ProxyListener.bind(
+                    listenerConfig.bind, group: group, context: context,
+                    childInitializer: Self.childInitializer(for: listenerConfig.mode))
+            }
+        } catch {
+            for listener in bound.values { await listener.shutdown(grace: .zero) }
+            throw error
+        }
+
+        // Commit: reconfigure surviving pools, switch routes, retire what is gone.
+        for poolConfig in newConfig.pools {
+            if let existing = pools[poolConfig.name] {
+                let (_, events) = try existing.reconfigure(
+                    settings: poolConfig.poolSettings, backends: poolConfig.backendSpecs, now: now)
+                log(events, pool: poolConfig.name)
+            }
+        }
+        pools.merge(newPools) { old, _ in old }
+        for listenerConfig in newConfig.listeners {
+            guard let target = pools[listenerConfig.pool], let poolConfig = newConfig.pool(named: listenerConfig.pool)
+            else { continue }
+            if let fresh = bound[listenerConfig.name] {
+                if let old = listeners[listenerConfig.name] {
+                    retiredInput.yield((old, old.context.current.config.timeouts.drain))
+                }
+                listeners[listenerConfig.name] = fresh
+            } else if let existing = listeners[listenerConfig.name] {
+                existing.context.update(
+                    ListenerRoute(config: listenerConfig, pool: target, hashKey: poolConfig.effectiveHashKey))
+            }
+        }
+        let keptListeners = Set(newConfig.listeners.map(\.name))
+        for (name, listener) in listeners where !keptListeners.contains(name) {
+            retiredInput.yield((listener, listener.context.current.config.timeouts.drain))
+            listeners[name] = nil
+        }
+        let keptPools = Set(newConfig.pools.map(\.name))
+        for name in pools.keys where !keptPools.contains(name) { pools[name] = nil }
+        config = newConfig
+        checkerSetInput.yield(makeHealthCheckers())
+    }
+
+    static func childInitializer(
+        for mode: ListenerConfig.Mode
+    )
+        -> @Sendable (any Channel, ListenerContext) -> EventLoopFuture<Void>
+    {
+        switch mode {
+        case .tcp: return { channel, context in TCPProxy.childInitializer(channel: channel, context: context) }
+        case .http: return { channel, context in HTTPProxy.childInitializer(channel: channel, context: context) }
+        }
+    }
+
+    // MARK: Background work
+
+    private func makeHealthCheckers() -> [HealthChecker] {
+        config.pools.compactMap { poolConfig in
+            guard let check = poolConfig.healthCheck, let pool = pools[poolConfig.name] else { return nil }
+            var checkerLogger = logger
+            checkerLogger[metadataKey: "pool"] = .string(poolConfig.name)
+            return HealthChecker(pool: pool, config: check, eventLoopGroup: group, logger: checkerLogger)
+        }
+    }
+
+    /// Runs the current set of health checkers; a reload replaces the whole set (pool health state
+    /// lives in the pools, so restarting the probes loses nothing).
+    private nonisolated func superviseHealthCheckers() async {
+        enum Outcome: Sendable {
+            case checkerEnded
+            case replaced([HealthChecker])
+            case streamEnded
+        }
+        var next: [HealthChecker]? = await checkerSets.first { _ in true }
+        while let checkers = next, !Task.isCancelled {
+            next = await withTaskGroup(of: Outcome.self) { running in
+                for checker in checkers {
+                    running.addTask {
+                        try? await checker.run()
+                        return .checkerEnded
+                    }
+                }
+                running.addTask { [checkerSets] in
+                    guard let set = await checkerSets.first(where: { _ in true }) else { return .streamEnded }
+                    return .replaced(set)
+                }
+                var replacement: [HealthChecker]?
+                loop: while let outcome = await running.next() {
+                    switch outcome {
+                    case .checkerEnded: continue
+                    case .replaced(let set):
+                        replacement = set
+                        break loop
+                    case .streamEnded: break loop
+                    }
+                }
+                running.cancelAll()
+                return replacement
+            }
+        }
+    }
+
+    /// Advances ejection and slow-start clocks of every pool (four times a second).
+    private func tickPools() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(250))
+            let now = MonotonicClock.now()
+            for (name, pool) in pools {
+                log(pool.tick(now: now), pool: name)
+            }
+        }
+    }
+
+    private nonisolated func drainRetiredListeners() async {
+        await withDiscardingTaskGroup { draining in
+            for await (listener, grace) in retired {
+                draining.addTask { await listener.shutdown(grace: grace) }
+            }
+        }
+    }
+
+    private nonisolated func reloadOnHangup() async {
+        guard configPath != nil else { return }
+        for await _ in await UnixSignalsSequence(trapping: .sighup) {
+            logger.info("SIGHUP: reloading config")
+            await reloadFromFile()
+        }
+    }
+
+    private func shutdownListeners() async {
+        let all = listeners
+        listeners = [:]
+        logger.info("draining listeners", metadata: ["listeners": "\(all.count)"])
+        await withDiscardingTaskGroup { draining in
+            for listener in all.values {
+                let grace = listener.context.current.config.timeouts.drain
+                draining.addTask { await listener.shutdown(grace: grace) }
+            }
+        }
+    }
+
+    private func closeAll() async {
+        for listener in listeners.values { await listener.shutdown(grace: .zero) }
+        listeners = [:]
+    }
+
+    private func log(_ events: [PoolEvent], pool: String) {
+        for event in events {
+            logger.info("\(PoolEventText.describe(event))", metadata: ["pool": .string(pool)])
+        }
+    }
+}
+
+/// One line of text per pool event, the same in every log.
+public enum PoolEventText {
+    public static func describe(_ event: PoolEvent) -> String {
+        switch event {
+        case .added(let e): return "backend \(e) added"
+        case .removed(let e): return "backend \(e) removed"
+        case .healthChanged(let e, let healthy, let detail):
+            return "backend \(e) \(healthy ? "up" : "down")\(detail.isEmpty ? "" : ": \(detail)")"
+        case .ejected(let e, let nanos): return "backend \(e) ejected for \(nanos / 1_000_000) ms (outlier)"
+        case .returned(let e): return "backend \(e) back from ejection"
+        case .adminChanged(let e, let state): return "backend \(e) \(state.rawValue)"
+        case .weightChanged(let e, let weight): return "backend \(e) weight \(weight)"
+        case .usingBackups(let on):
+            return on ? "no primary backend up: backups serving" : "primaries back: backups idle"
+        }
+    }
+}

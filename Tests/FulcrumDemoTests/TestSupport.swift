@@ -1,0 +1,75 @@
+import FulcrumDemo
+import NIOCore
+import NIOPosix
+
+/// Runs `body` with a fresh event loop group, shut down afterwards whatever happens.
+func withEventLoopGroup<T>(
+    threads: Int = 2,
+    _ body: (MultiThreadedEventLoopGroup) async throws -> T
+) async throws -> T {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+    do {
+        let result = try await body(group)
+        try await group.shutdownGracefully()
+        return result
+    } catch {
+        try? await group.shutdownGracefully()
+        throw error
+    }
+}
+
+/// Runs `body` with one backend named `name`, stopped afterwards, on a fresh group.
+func withBackend<T>(
+    name: String = "alpha",
+    behavior: DemoBehavior = .default,
+    threads: Int = 2,
+    _ body: (DemoBackend, MultiThreadedEventLoopGroup) async throws -> T
+) async throws -> T {
+    try await withEventLoopGroup(threads: threads) { group in
+        let backend = try await DemoBackend.start(name: name, behavior: behavior, group: group)
+        do {
+            let result = try await body(backend, group)
+            try await backend.stop()
+            return result
+        } catch {
+            try? await backend.stop()
+            throw error
+        }
+    }
+}
+
+/// Polls `condition` until it holds or `deadline` passes; returns whether it held.
+func eventually(
+    within deadline: Duration = .seconds(5),
+    _ condition: () async throws -> Bool
+) async throws -> Bool {
+    let end = ContinuousClock.now + deadline
+    while ContinuousClock.now < end {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    return try await condition()
+}
+
+struct TestTimedOut: Error {}
+
+/// Runs `body`, failing with `TestTimedOut` if it takes longer than `limit`.
+func withTimeout<T: Sendable>(
+    _ limit: Duration,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { tasks in
+        tasks.addTask { try await body() }
+        tasks.addTask {
+            try await Task.sleep(for: limit)
+            throw TestTimedOut()
+        }
+        defer { tasks.cancelAll() }
+        return try await tasks.next()!
+    }
+}
+
+/// The `/bytes/N` pattern, for comparisons.
+func pattern(count: Int) -> [UInt8] {
+    (0..<count).map { DemoBackend.patternByte(at: $0) }
+}

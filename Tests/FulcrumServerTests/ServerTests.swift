@@ -1,0 +1,150 @@
+import Foundation
+import FulcrumConfig
+import FulcrumCore
+import FulcrumDemo
+import FulcrumServer
+import NIOCore
+import Testing
+
+@Suite("Fulcrum server: proxy, health, reload")
+struct ServerTests {
+    @Test("each algorithm spreads (or sticks) requests through the real proxy", arguments: AlgorithmKind.allCases)
+    func distribution(kind: AlgorithmKind) async throws {
+        try await ServerHarness.with(backends: [DemoBehavior(), DemoBehavior(), DemoBehavior()]) { addresses in
+            """
+            pools:
+              web:
+                algorithm: \(kind.rawValue)\(kind == .hash ? "\n    hash_key: uri" : "")
+                backends: [\(addresses.joined(separator: ", "))]
+            listeners:
+              - { name: www, bind: 127.0.0.1:0, mode: http, pool: web }
+            """
+        } _: { harness in
+            let report = try await LoadDriver.run(
+                port: harness.port, requests: 600, concurrency: 6, group: harness.group)
+            #expect(report.failed == 0, "\(report.statusCounts) errors \(report.errors)")
+            let counts = harness.backends.map { report.byBackend[$0.name, default: 0] }
+            if kind == .boundedLoad {
+                // One key, six concurrent connections: the key's own backend takes the most, the cap spills the rest.
+                #expect(counts.max()! >= 200, "\(counts)")
+            } else if kind.usesKey {
+                // Every request has the same key (client 127.0.0.1, URI /): it sticks to one backend.
+                #expect(counts.filter { $0 > 0 }.count == 1, "\(counts)")
+            } else {
+                for count in counts { #expect(count >= 60, "\(kind): \(counts)") }
+            }
+        }
+    }
+
+    @Test("a backend killed under load: zero failed GETs, marked down within fall × interval")
+    func backendKilledMidLoad() async throws {
+        try await ServerHarness.with(backends: [DemoBehavior(), DemoBehavior(), DemoBehavior()]) { addresses in
+            """
+            pools:
+              web:
+                algorithm: round-robin
+                health_check: { type: http, path: /healthz, interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0 }
+                backends: [\(addresses.joined(separator: ", "))]
+            listeners:
+              - { name: www, bind: 127.0.0.1:0, mode: http, pool: web, retries: 2 }
+            """
+        } _: { harness in
+            let pool = try await harness.pool
+            let victim = harness.backends[0]
+            try await withThrowingTaskGroup(of: LoadReport.self) { tasks in
+                tasks.addTask {
+                    try await LoadDriver.run(port: harness.port, requests: 3000, concurrency: 8, group: harness.group)
+                }
+                #expect(await eventually { victim.requests >= 100 })
+                try await victim.stop()
+                let stopped = ContinuousClock.now
+                #expect(
+                    await eventually(timeout: .seconds(3)) {
+                        pool.snapshot().member(Endpoint(harness.addresses[0])!)?.state == .down
+                    })
+                // fall (2) × interval (200 ms) + timeout (150 ms) + one interval of slack.
+                #expect(ContinuousClock.now - stopped < .milliseconds(750))
+                let report = try #require(try await tasks.next())
+                #expect(report.failed == 0, "statuses \(report.statusCounts), errors \(report.errors)")
+                #expect(report.succeeded == 3000)
+            }
+        }
+    }
+
+    @Test("backups serve only when every primary is down; nothing up answers 503")
+    func backupsThen503() async throws {
+        try await ServerHarness.with(backends: [DemoBehavior(), DemoBehavior(), DemoBehavior()]) { addresses in
+            """
+            pools:
+              web:
+                health_check: { type: http, path: /healthz, interval: 50ms, timeout: 40ms, rise: 1, fall: 1, jitter: 0 }
+                backends:
+                  - \(addresses[0])
+                  - \(addresses[1])
+                  - { address: \(addresses[2]), backup: true }
+            listeners:
+              - { name: www, bind: 127.0.0.1:0, mode: http, pool: web }
+            """
+        } _: { harness in
+            let pool = try await harness.pool
+            for _ in 0..<10 { #expect(try await harness.get().header("X-Backend") != "b2") }
+            harness.backends[0].setHealthy(false)
+            harness.backends[1].setHealthy(false)
+            #expect(await eventually { pool.snapshot().usingBackups })
+            for _ in 0..<5 { #expect(try await harness.get().header("X-Backend") == "b2") }
+            harness.backends[2].setHealthy(false)
+            #expect(await eventually { pool.snapshot().candidates.isEmpty })
+            let response = try await harness.get()
+            #expect(response.status == 503)
+            #expect(String(buffer: response.body).contains("no backend"))
+        }
+    }
+
+    @Test("reload with a changed pool: new backends take traffic, an open keep-alive connection survives")
+    func reloadChangedPool() async throws {
+        try await ServerHarness.with(backends: [DemoBehavior(), DemoBehavior()]) { addresses in
+            """
+            pools:
+              web: { algorithm: round-robin, backends: [\(addresses[0])] }
+            listeners:
+              - { name: www, bind: 127.0.0.1:0, mode: http, pool: web }
+            """
+        } _: { harness in
+            let client = try await DemoHTTPClient.connect(port: harness.port, group: harness.group)
+            #expect(try await client.get("/").header("X-Backend") == "b0")
+            let reloaded = try ConfigLoader.load(
+                yaml: """
+                    pools:
+                      web: { algorithm: round-robin, backends: [\(harness.addresses[0]), \(harness.addresses[1])] }
+                    listeners:
+                      - { name: www, bind: 127.0.0.1:0, mode: http, pool: web }
+                    """)
+            #expect(await harness.server.reload(reloaded))
+            var seen: Set<String> = []
+            for _ in 0..<6 { seen.insert(try await client.get("/").header("X-Backend") ?? "?") }
+            #expect(seen == ["b0", "b1"])
+            #expect(client.isActive)
+            await client.close()
+        }
+    }
+
+    @Test("reload from a broken file is rejected and the running config keeps serving")
+    func reloadBrokenFile() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-reload-\(getpid()).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try await ServerHarness.with(backends: [DemoBehavior()], configPath: path) { addresses in
+            """
+            pools:
+              web: { backends: [\(addresses[0])] }
+            listeners:
+              - { name: www, bind: 127.0.0.1:0, mode: http, pool: web }
+            """
+        } _: { harness in
+            try "pools:\n  web: { algorithm: nope, backends: [1.2.3.4] }\n".write(
+                toFile: path, atomically: true, encoding: .utf8)
+            #expect(await harness.server.reloadFromFile() == false)
+            #expect(try await harness.get().status == 200)
+            #expect(try await harness.pool.snapshot().members.count == 1)
+        }
+    }
+}
