@@ -117,7 +117,8 @@ struct DemoBackendRouteTests {
             }
             let elapsed = ContinuousClock.now - started
             #expect(elapsed >= latency)
-            #expect(elapsed < latency * 5)
+            // Blocking would serialise the ten requests (10 × latency); leave room for a loaded machine.
+            #expect(elapsed < latency * 8)
         }
     }
 

@@ -13,7 +13,8 @@ struct HealthCheckerTests {
     static let timeout = Duration.milliseconds(40)
     static let jitter = 0.1
     /// Allowance for scheduling on a loaded CI machine; every wait still has a deadline.
-    static let slack = Duration.seconds(1)
+    // Generous: these bounds must hold while other suites load both cores (swift test runs suites in parallel).
+    static let slack = Duration.milliseconds(2500)
 
     @Test func aBackendThatDiesGoesDownWithinFallIntervalsAndComesBackAfterRiseSuccesses() async throws {
         try await withEventLoopGroup { group in
@@ -166,7 +167,7 @@ struct HealthCheckerTests {
                 try await tasks.waitForAll()
                 return clock.now - cancelled
             }
-            #expect(stoppedAfter < .milliseconds(300))
+            #expect(stoppedAfter < .milliseconds(300) + Self.slack)
             // The interrupted probe says nothing about the backend, so it is not recorded.
             #expect(pool.snapshot().member(hung.endpoint)?.lastProbe == nil)
             #expect(await eventually(within: Self.slack) { hung.connections.closed == 1 })

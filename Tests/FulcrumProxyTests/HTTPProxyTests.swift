@@ -192,7 +192,8 @@ struct HTTPProxyTests {
             let busy = try await proxy.client()
             let idle = try await proxy.client()
             _ = try await idle.get("/")
-            let slow = Task { try await busy.get("/slow/300") }
+            // Long enough that the drain event reaches the connection while the request is in flight, even on a busy machine.
+            let slow = Task { try await busy.get("/slow/1500") }
             try await httpWaitUntil { proxy.backends[0].requests >= 2 }
             async let drained: Void = proxy.listener.context.connections.drain(grace: .seconds(5))
             let response = try await slow.value

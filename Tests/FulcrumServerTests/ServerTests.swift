@@ -77,7 +77,7 @@ struct ServerTests {
             """
             pools:
               web:
-                health_check: { type: http, path: /healthz, interval: 50ms, timeout: 40ms, rise: 1, fall: 1, jitter: 0 }
+                health_check: { type: http, path: /healthz, interval: 100ms, timeout: 100ms, rise: 1, fall: 2, jitter: 0 }
                 backends:
                   - \(addresses[0])
                   - \(addresses[1])
