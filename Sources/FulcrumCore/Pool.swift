@@ -10,6 +10,7 @@ public final class Pool: Sendable {
     private let publishedVersion: Atomic<UInt64>
     /// Outlier threshold (0: off), readable without the pool lock on the data path.
     private let outlierThreshold: Atomic<Int>
+    private let observers = Mutex<[@Sendable (Pool, [PoolEvent]) -> Void]>([])
     /// Latency decay τ of the current settings, for `requestFinished` without the pool lock.
     private let latencyDecayNanos: Atomic<UInt64>
 
@@ -32,6 +33,13 @@ public final class Pool: Sendable {
     }
 
     public var settings: PoolSettings { state.withLock { $0.settings } }
+
+    /// Registers a function called with the events of every change, from whichever plane caused it
+    /// (health checks, live traffic, operators, reloads, time): logs, metrics and the HA mirror
+    /// observe the same stream. Called after the change is published, outside the pool lock.
+    public func addObserver(_ observer: @escaping @Sendable (_ pool: Pool, _ events: [PoolEvent]) -> Void) {
+        observers.withLock { $0.append(observer) }
+    }
 
     // MARK: Changes. Each returns the events it caused, after publishing the new snapshot.
 
@@ -125,22 +133,30 @@ public final class Pool: Sendable {
 
     private func change(
         now: UInt64, _ body: (inout PoolState) throws(PoolError) -> [PoolEvent]
-    ) throws(PoolError)
-        -> [PoolEvent]
-    {
-        try state.withLock { (s: inout PoolState) throws(PoolError) -> [PoolEvent] in
+    ) throws(PoolError) -> [PoolEvent] {
+        let events = try state.withLock { (s: inout PoolState) throws(PoolError) -> [PoolEvent] in
             let events = try body(&s)
             publish(s, now: now)
             return events
         }
+        notify(events)
+        return events
     }
 
     private func changeIfNeeded(now: UInt64, _ body: (inout PoolState) -> ([PoolEvent], Bool)) -> [PoolEvent] {
-        state.withLock { s in
+        let events = state.withLock { s in
             let (events, republish) = body(&s)
             if republish { publish(s, now: now) }
             return events
         }
+        notify(events)
+        return events
+    }
+
+    /// Tells the observers, outside the pool lock (they may read the pool).
+    private func notify(_ events: [PoolEvent]) {
+        guard !events.isEmpty else { return }
+        for observer in observers.withLock({ $0 }) { observer(self, events) }
     }
 
     /// Builds and swaps in a new snapshot; called with the state lock held so versions stay ordered.

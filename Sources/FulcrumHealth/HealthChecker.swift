@@ -134,29 +134,10 @@ public final class HealthChecker: Service {
 
     private func record(_ endpoint: Endpoint, _ outcome: ProbeOutcome) {
         let now = NIODeadline.now().uptimeNanoseconds
-        let events = pool.recordProbe(endpoint, success: outcome.success, detail: outcome.detail, now: now)
+        // State changes reach the logs (and metrics) through the pool's observers, once.
+        pool.recordProbe(endpoint, success: outcome.success, detail: outcome.detail, now: now)
         logger.debug(
             "probe \(outcome.success ? "passed" : "failed"): \(outcome.detail)",
             metadata: ["backend.address": "\(endpoint)"])
-        for event in events { log(event) }
-    }
-
-    private func log(_ event: PoolEvent) {
-        switch event {
-        case .healthChanged(let endpoint, let healthy, let detail):
-            let health = pool.settings.health
-            let metadata: Logger.Metadata = ["backend.address": "\(endpoint)"]
-            if healthy {
-                let inARow = health.map { " (\($0.rise) checks in a row)" } ?? ""
-                logger.info("backend up\(inARow)", metadata: metadata)
-            } else {
-                let inARow = health.map { " (\($0.fall) checks in a row)" } ?? ""
-                logger.info("backend down: \(detail)\(inARow)", metadata: metadata)
-            }
-        case .usingBackups(let using):
-            logger.info(using ? "no primary backend up: using backups" : "primary backends up again: backups idle")
-        default:
-            logger.info("pool changed: \(event)")
-        }
     }
 }

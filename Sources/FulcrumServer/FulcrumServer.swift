@@ -131,8 +131,10 @@ public actor FulcrumServer: Service {
         // Build new pools and bind new listeners first, so a failure leaves the running state untouched.
         var newPools: [String: Pool] = [:]
         for poolConfig in newConfig.pools where pools[poolConfig.name] == nil {
-            newPools[poolConfig.name] = try Pool(
+            let pool = try Pool(
                 name: poolConfig.name, settings: poolConfig.poolSettings, backends: poolConfig.backendSpecs, now: now)
+            pool.addObserver { [logger] pool, events in PoolEventText.log(events, of: pool, to: logger) }
+            newPools[poolConfig.name] = pool
         }
         func pool(_ name: String) -> Pool? { pools[name] ?? newPools[name] }
 
@@ -163,9 +165,8 @@ public actor FulcrumServer: Service {
         // Commit: reconfigure surviving pools, switch routes, retire what is gone.
         for poolConfig in newConfig.pools {
             if let existing = pools[poolConfig.name] {
-                let (_, events) = try existing.reconfigure(
+                try existing.reconfigure(
                     settings: poolConfig.poolSettings, backends: poolConfig.backendSpecs, now: now)
-                log(events, pool: poolConfig.name)
             }
         }
         pools.merge(newPools) { old, _ in old }
@@ -257,9 +258,7 @@ public actor FulcrumServer: Service {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(250))
             let now = MonotonicClock.now()
-            for (name, pool) in pools {
-                log(pool.tick(now: now), pool: name)
-            }
+            for pool in pools.values { pool.tick(now: now) }
         }
     }
 
@@ -295,28 +294,45 @@ public actor FulcrumServer: Service {
         for listener in listeners.values { await listener.shutdown(grace: .zero) }
         listeners = [:]
     }
-
-    private func log(_ events: [PoolEvent], pool: String) {
-        for event in events {
-            logger.info("\(PoolEventText.describe(event))", metadata: ["pool": .string(pool)])
-        }
-    }
 }
 
-/// One line of text per pool event, the same in every log.
+/// One line of text per pool event, the same in every log: each state change is logged once, at
+/// info, by the observer the server installs on every pool.
 public enum PoolEventText {
-    public static func describe(_ event: PoolEvent) -> String {
+    public static func log(_ events: [PoolEvent], of pool: Pool, to logger: Logger) {
+        let settings = pool.settings
+        for event in events {
+            var metadata: Logger.Metadata = ["pool": .string(pool.name)]
+            if let endpoint = event.endpoint { metadata["backend.address"] = .string(endpoint.description) }
+            logger.info("\(describe(event, health: settings.health))", metadata: metadata)
+        }
+    }
+
+    public static func describe(_ event: PoolEvent, health: HealthSettings? = nil) -> String {
         switch event {
         case .added(let e): return "backend \(e) added"
         case .removed(let e): return "backend \(e) removed"
         case .healthChanged(let e, let healthy, let detail):
-            return "backend \(e) \(healthy ? "up" : "down")\(detail.isEmpty ? "" : ": \(detail)")"
+            let inARow = health.map { " (\(healthy ? $0.rise : $0.fall) checks in a row)" } ?? ""
+            return "backend \(e) \(healthy ? "up" : "down")\(detail.isEmpty || healthy ? "" : ": \(detail)")\(inARow)"
         case .ejected(let e, let nanos): return "backend \(e) ejected for \(nanos / 1_000_000) ms (outlier)"
         case .returned(let e): return "backend \(e) back from ejection"
         case .adminChanged(let e, let state): return "backend \(e) \(state.rawValue)"
         case .weightChanged(let e, let weight): return "backend \(e) weight \(weight)"
         case .usingBackups(let on):
             return on ? "no primary backend up: backups serving" : "primaries back: backups idle"
+        }
+    }
+}
+
+extension PoolEvent {
+    /// The backend the event is about, if any.
+    public var endpoint: Endpoint? {
+        switch self {
+        case .added(let e), .removed(let e), .healthChanged(let e, _, _), .ejected(let e, _), .returned(let e),
+            .adminChanged(let e, _), .weightChanged(let e, _):
+            return e
+        case .usingBackups: return nil
         }
     }
 }

@@ -22,9 +22,10 @@ struct HealthCheckerTests {
             let backend = server.endpoint
             let check = Self.check(.tcp, rise: 2, fall: 3)
             let pool = try Self.makePool([backend], check: check, slowStart: .seconds(60))
-            let logs = CapturingLogHandler.Store()
+            let seen = EventLog()
+            pool.addObserver { _, events in seen.append(events) }
             let checker = HealthChecker(
-                pool: pool, config: check, eventLoopGroup: group, logger: .capturing(logs))
+                pool: pool, config: check, eventLoopGroup: group, logger: Logger(label: "test"))
             let clock = ContinuousClock()
 
             try await Self.whileChecking(checker) {
@@ -53,15 +54,12 @@ struct HealthCheckerTests {
             }
             await server.stop()
 
-            let info = logs.all.filter { $0.level >= .info }
+            // Each state change is published once, for logs and metrics to observe.
             #expect(
-                info.map(\.message) == [
-                    "backend down: connect refused (3 checks in a row)", "backend up (2 checks in a row)",
+                seen.events == [
+                    .healthChanged(backend, healthy: false, detail: "connect refused"),
+                    .healthChanged(backend, healthy: true, detail: "ok"),
                 ])
-            for record in info {
-                #expect(record.metadata["pool"] == "web")
-                #expect(record.metadata["backend.address"] == "\(backend)")
-            }
         }
     }
 
@@ -223,4 +221,11 @@ final class RecordingProbe: HealthProbe {
     func count(_ endpoint: Endpoint) -> Int {
         counts.withLock { $0[endpoint, default: 0] }
     }
+}
+
+/// Collects the events a pool publishes.
+final class EventLog: Sendable {
+    private let recorded = Mutex<[PoolEvent]>([])
+    func append(_ events: [PoolEvent]) { recorded.withLock { $0 += events } }
+    var events: [PoolEvent] { recorded.withLock { $0 } }
 }
