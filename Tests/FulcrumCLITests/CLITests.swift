@@ -95,6 +95,26 @@ struct CLITests {
         #expect(result.status == 0, "\(result.stderr)")
     }
 
+    @Test("demo --requests drives traffic through four demo backends and prints the final table")
+    func demoDrivesRequests() throws {
+        let result = try FulcrumProcess.run(["demo", "--requests", "200", "--port", "0", "--log-level", "warning"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("Fulcrum demo: http://127.0.0.1:") == true, "\(result.stdout)")
+        for backend in ["alpha", "bravo", "charlie", "delta"] {
+            #expect(lines.contains { $0.hasPrefix(backend) }, "\(result.stdout)")
+        }
+        #expect(result.stdout.contains("200 of 200 requests succeeded, 0 errors"), "\(result.stdout)")
+    }
+
+    @Test("demo rejects an unknown algorithm with the list of known ones")
+    func demoRejectsUnknownAlgorithm() throws {
+        let result = try FulcrumProcess.run(["demo", "--algorithm", "fastest"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("unknown algorithm 'fastest'"))
+        #expect(result.stderr.contains("least-connections"))
+    }
+
     @Test("validate of a missing file says so, exit 2")
     func validateMissingFile() throws {
         let result = try FulcrumProcess.run(["validate", "/nonexistent/fulcrum.yaml"])
