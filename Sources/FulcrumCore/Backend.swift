@@ -48,6 +48,9 @@ public final class BackendStats: Sendable {
     public let consecutiveFailures = Atomic<Int>(0)
     /// Every request's latency (successes and failures), for p50/p99 and metrics.
     public let latency = LatencyHistogram()
+    /// Connection attempts to this backend that failed (refused, timed out).
+    public let connectErrors = Atomic<UInt64>(0)
+
     /// Peak-EWMA latency in nanoseconds (a `Double` bit pattern) and when it was last updated.
     private let ewmaBits = Atomic<UInt64>(0)
     private let ewmaStamp = Atomic<UInt64>(0)

@@ -10,6 +10,7 @@ public final class Pool: Sendable {
     private let publishedVersion: Atomic<UInt64>
     /// Outlier threshold (0: off), readable without the pool lock on the data path.
     private let outlierThreshold: Atomic<Int>
+    private let noBackendAvailableCount = Atomic<UInt64>(0)
     private let observers = Mutex<[@Sendable (Pool, [PoolEvent]) -> Void]>([])
     /// Latency decay τ of the current settings, for `requestFinished` without the pool lock.
     private let latencyDecayNanos: Atomic<UInt64>
@@ -98,8 +99,17 @@ public final class Pool: Sendable {
     /// Takes the pool lock only when the failure streak reaches the outlier threshold.
     @discardableResult
     public func reportOutcome(_ backend: Backend, success: Bool, now: UInt64) -> [PoolEvent] {
-        checkStreak(backend, streak: backend.recordOutcome(success: success), now: now)
+        if !success { backend.stats.connectErrors.wrappingAdd(1, ordering: .relaxed) }
+        return checkStreak(backend, streak: backend.recordOutcome(success: success), now: now)
     }
+
+    /// Counts a request or connection turned away because no backend was available (metrics).
+    public func recordNoBackendAvailable() {
+        noBackendAvailableCount.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// How many requests or connections found no backend available.
+    public var noBackendAvailable: UInt64 { noBackendAvailableCount.load(ordering: .relaxed) }
 
     /// Ends a request started with `backend.requestStarted()`: updates in-flight count, latency
     /// (successes only) and the failure streak, and ejects the backend when the streak calls for it.

@@ -59,6 +59,7 @@ public struct UpstreamConnector: Sendable {
             return eventLoop.makeFailedFuture(lastError ?? UpstreamError.noBackendAvailable(pool: pool.name))
         }
         guard let backend = snapshot.pick(key, excluding: tried) else {
+            if lastError == nil { pool.recordNoBackendAvailable() }
             return eventLoop.makeFailedFuture(lastError ?? UpstreamError.noBackendAvailable(pool: pool.name))
         }
         let address: SocketAddress

@@ -59,7 +59,6 @@ final class HTTPExchange {
     var inFlight = false
     var sentAt: UInt64 = 0
     var latencyNanos: UInt64 = 0
-    var responseTimer: Scheduled<Void>?
 
     // Response side
     var responseStatus: HTTPResponseStatus?

@@ -42,7 +42,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     private var closing = false
     private var draining = false
     private var requestBytesSeen = false
-    private var waitTimer: Scheduled<Void>?
+    /// Idle wait between requests, then the request-header timeout (see `startWaitTimer`).
+    private var waitDeadline: MovingDeadline?
+    /// From the last request byte sent to the response head (`responseDeadlinePassed`).
+    private var responseDeadline: MovingDeadline?
     /// A request was answered on this connection (later ones get the idle timeout first).
     private var hadRequest = false
 
@@ -71,22 +74,31 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        waitDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in waitDeadlinePassed() }
+        detector.onRequestStart = { [self] in requestBytesArrived() }
+        responseDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in responseDeadlinePassed() }
         if context.channel.isActive { startWaitTimer() }
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        detector.onRequestStart = nil
+        waitDeadline?.cancel()
+        responseDeadline?.cancel()
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
-        if waitTimer == nil { startWaitTimer() }
+        if !(waitDeadline?.isSet ?? true) { startWaitTimer() }
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
-        waitTimer?.cancel()
-        waitTimer = nil
+        waitDeadline?.cancel()
+        responseDeadline?.cancel()
         if let exchange {
             // The client went away: whatever the backend was doing for it is no longer wanted.
             exchange.phase = .finished
-            exchange.responseTimer?.cancel()
             if let upstream = exchange.upstream {
                 detach(exchange)
                 upstream.close()
@@ -126,11 +138,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
-        case is HTTPRequestStartDetector.RequestStarted:
-            if exchange == nil && backlog.isEmpty && !requestBytesSeen {
-                requestBytesSeen = true
-                startWaitTimer()
-            }
         case is ListenerDrainEvent:
             draining = true
             if exchange == nil && backlog.isEmpty { closeNow() }
@@ -226,8 +233,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     }
 
     private func receiveHead(_ head: HTTPRequestHead) {
-        waitTimer?.cancel()
-        waitTimer = nil
+        waitDeadline?.clear()
         requestBytesSeen = false
         let framing: HTTPRequestFraming
         switch HTTPRequestFraming.validate(head) {
@@ -342,7 +348,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
                 wrapOutboundOut(.head(HTTPResponseHead(version: exchange.clientHead.version, status: .continue))),
                 promise: nil)
         }
-        startResponseTimer(exchange, after: responseTimeout)
+        startResponseTimer(after: responseTimeout)
         upstream.flush()
         resumeClientReading()
     }
@@ -351,8 +357,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     private func detach(_ exchange: HTTPExchange) {
         exchange.upstream?.owner = nil
         exchange.upstream = nil
-        exchange.responseTimer?.cancel()
-        exchange.responseTimer = nil
+        responseDeadline?.clear()
     }
 
     // MARK: The response
@@ -395,8 +400,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             upstreamFailed(exchange, upstream: upstream, failure: .invalidResponse)
             return
         }
-        exchange.responseTimer?.cancel()
-        exchange.responseTimer = nil
+        responseDeadline?.clear()
         let now = MonotonicClock.now()
         exchange.latencyNanos = now > exchange.sentAt ? now - exchange.sentAt : 0
         exchange.responseStatus = head.status
@@ -487,21 +491,18 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     // MARK: Timers
 
-    private func startResponseTimer(_ exchange: HTTPExchange, after delay: TimeAmount) {
-        exchange.responseTimer?.cancel()
-        exchange.responseTimer = context?.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
-            responseTimerFired(exchange)
-        }
+    private func startResponseTimer(after delay: TimeAmount) {
+        responseDeadline?.set(in: delay)
     }
 
     /// The response timeout counts from the last request byte sent, so a long upload is not cut off.
-    private func responseTimerFired(_ exchange: HTTPExchange) {
-        guard self.exchange === exchange, exchange.phase == .attached, !exchange.responseStarted,
+    private func responseDeadlinePassed() {
+        guard let exchange, exchange.phase == .attached, !exchange.responseStarted,
             let upstream = exchange.upstream
         else { return }
         let quiet = NIODeadline.now() - exchange.lastProgress
         if quiet < responseTimeout {
-            startResponseTimer(exchange, after: responseTimeout - quiet)
+            startResponseTimer(after: responseTimeout - quiet)
             return
         }
         detach(exchange)
@@ -519,19 +520,28 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     /// Between requests: the idle timeout until a byte arrives, then the request-header timeout. The first
     /// request of a connection gets the request-header timeout from the start.
     private func startWaitTimer() {
-        waitTimer?.cancel()
-        guard let context, !closing else { return }
+        guard !closing else {
+            waitDeadline?.clear()
+            return
+        }
         let useHeaderTimeout = requestBytesSeen || !hadRequest
-        waitTimer = context.eventLoop.assumeIsolated().scheduleTask(
-            in: useHeaderTimeout ? headerTimeout : idleTimeout
-        ) { [self] in
-            waitTimer = nil
-            guard exchange == nil, backlog.isEmpty, !closing else { return }
-            if requestBytesSeen {
-                reject(HTTPRejection(.requestTimeout, "request headers timed out"), version: .http1_1)
-            } else {
-                closeNow()
-            }
+        waitDeadline?.set(in: useHeaderTimeout ? headerTimeout : idleTimeout)
+    }
+
+    /// The first byte of the next request: the idle wait ends, the request-header timeout starts.
+    private func requestBytesArrived() {
+        if exchange == nil && backlog.isEmpty && !requestBytesSeen {
+            requestBytesSeen = true
+            startWaitTimer()
+        }
+    }
+
+    private func waitDeadlinePassed() {
+        guard exchange == nil, backlog.isEmpty, !closing else { return }
+        if requestBytesSeen {
+            reject(HTTPRejection(.requestTimeout, "request headers timed out"), version: .http1_1)
+        } else {
+            closeNow()
         }
     }
 
@@ -564,7 +574,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             self.exchange = nil
         }
         closing = true
-        waitTimer?.cancel()
+        waitDeadline?.clear()
         let written = writeLocalResponse(rejection, version: version, close: true)
         closeAfter(written)
     }

@@ -26,7 +26,8 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
     /// Requests sent on this connection; more than one means a reused keep-alive connection.
     private(set) var requestsSent = 0
     private var inPool = false
-    private var idleTimer: Scheduled<Void>?
+    /// Idle time in the pool; closes the connection when it passes.
+    private var idleDeadline: MovingDeadline?
     private var readPending = false
     private var closed = false
     private var failure: HTTPUpstreamFailure?
@@ -45,18 +46,14 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
     func enterPool(timeout: TimeAmount) {
         inPool = true
         owner = nil
-        idleTimer = context?.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-            pool.remove(self)
-            close()
-        }
+        idleDeadline?.set(in: timeout)
         // Keep reading while idle, so a backend's close is noticed at once.
         resumeReading()
     }
 
     func leavePool() {
         inPool = false
-        idleTimer?.cancel()
-        idleTimer = nil
+        idleDeadline?.clear()
     }
 
     /// Writes a request head (counting it), body part or end. Flushed by `flush()`.
@@ -87,14 +84,21 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        idleDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in
+            guard inPool else { return }
+            pool.remove(self)
+            close()
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        idleDeadline?.cancel()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         closed = true
+        idleDeadline?.cancel()
         if inPool {
             leavePool()
             pool.remove(self)
