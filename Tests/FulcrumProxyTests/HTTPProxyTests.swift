@@ -73,7 +73,9 @@ struct HTTPProxyTests {
 
     @Test func forwardedQuotesAndBracketsIPv6() {
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["Host": "x"])
-        let rewritten = HTTPHeaderRewriter.upstreamHead(head, framing: .none, client: IPAddress("2001:db8::1"))
+        let rewritten = HTTPHeaderRewriter.upstreamHead(
+            head, framing: .none,
+            client: IPAddress("2001:db8::1").map(HTTPHeaderRewriter.ForwardingElements.init(client:)))
         #expect(rewritten.headers["forwarded"] == ["for=\"[2001:db8::1]\";proto=http"])
         #expect(rewritten.headers["x-forwarded-for"] == ["2001:db8::1"])
     }
@@ -202,5 +204,29 @@ struct HTTPProxyTests {
             #expect(!response.isKeepAlive)
             try await httpWaitUntil { !idle.isActive && !busy.isActive }
         }
+    }
+}
+
+@Suite("HTTP header rewriting")
+struct HTTPHeaderRewriterTests {
+    @Test(
+        "hop-by-hop names are recognised in any case, and nothing else is",
+        arguments: [
+            ("Connection", true), ("KEEP-ALIVE", true), ("proxy-connection", true), ("TE", true),
+            ("Transfer-Encoding", true), ("Proxy-Authenticate", true), ("Content-Length", false), ("tee", false),
+            ("Host", false), ("x", false), ("Upgrade-Insecure-Requests", false),
+        ])
+    func hopByHopNames(name: String, expected: Bool) {
+        #expect(HTTPHeaderRewriter.isHopByHop(name) == expected)
+    }
+
+    @Test("a request without hop-by-hop fields keeps every field; one with them loses exactly those")
+    func removal() {
+        var clean = HTTPHeaders([("Host", "a"), ("Accept", "*/*"), ("X-Token", "t")])
+        HTTPHeaderRewriter.removeHopByHop(&clean)
+        #expect(clean.map(\.name) == ["Host", "Accept", "X-Token"])
+        var dirty = HTTPHeaders([("Host", "a"), ("Connection", "close, X-Token"), ("X-Token", "t"), ("TE", "trailers")])
+        HTTPHeaderRewriter.removeHopByHop(&dirty)
+        #expect(dirty.map(\.name) == ["Host"])
     }
 }

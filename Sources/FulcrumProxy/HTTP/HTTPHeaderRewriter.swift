@@ -12,8 +12,15 @@ enum HTTPHeaderRewriter {
     ]
 
     /// Removes the hop-by-hop fields and every field the Connection header names (except Host, which a
-    /// client must not be able to strip on its way to the backend).
+    /// client must not be able to strip on its way to the backend). One pass finds whether there is
+    /// anything to remove; most messages carry at most `Connection`.
     static func removeHopByHop(_ headers: inout HTTPHeaders) {
+        var found = false
+        for (name, _) in headers where isHopByHop(name) {
+            found = true
+            break
+        }
+        guard found else { return }
         if headers.contains(name: "connection") {
             for token in HTTPRequestFraming.tokens(headers["connection"]) where !token.isEmpty {
                 let name = token.lowercased()
@@ -25,10 +32,20 @@ enum HTTPHeaderRewriter {
         }
     }
 
+    /// Whether `name` is one of `hopByHop`, compared case-insensitively without allocating.
+    static func isHopByHop(_ name: String) -> Bool {
+        let length = name.utf8.count
+        guard length >= 2 && length <= 19 else { return false }
+        for candidate in hopByHop where candidate.utf8.count == length {
+            if name.utf8.elementsEqual(candidate.utf8, by: { $0 | 0x20 == $1 }) { return true }
+        }
+        return false
+    }
+
     /// The head sent to the backend: HTTP/1.1 (keep-alive), hop-by-hop fields removed, framing set from
     /// the validated `framing`, forwarding fields appended, `Expect` removed (Fulcrum answers 100 itself).
     static func upstreamHead(
-        _ head: HTTPRequestHead, framing: HTTPRequestFraming, client: IPAddress?
+        _ head: HTTPRequestHead, framing: HTTPRequestFraming, client: ForwardingElements?
     ) -> HTTPRequestHead {
         var headers = head.headers
         removeHopByHop(&headers)
@@ -40,10 +57,8 @@ enum HTTPHeaderRewriter {
         case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
         }
         if let client {
-            let text = client.description
-            append(&headers, name: "x-forwarded-for", element: text)
-            let node = client.isIPv4 ? text : "\"[\(text)]\""
-            append(&headers, name: "forwarded", element: "for=\(node);proto=http")
+            append(&headers, name: "x-forwarded-for", element: client.forwardedFor)
+            append(&headers, name: "forwarded", element: client.forwarded)
         }
         headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
         append(&headers, name: "via", element: via(head.version))
@@ -52,7 +67,23 @@ enum HTTPHeaderRewriter {
 
     /// The `Via` element for a message received with `version`.
     static func via(_ version: HTTPVersion) -> String {
-        "\(version.major).\(version.minor) fulcrum"
+        version == .http1_1 ? via11 : "\(version.major).\(version.minor) fulcrum"
+    }
+
+    private static let via11 = "1.1 fulcrum"
+
+    /// A client's forwarding elements, formatted once per connection rather than per request.
+    struct ForwardingElements {
+        /// The `X-Forwarded-For` element: the address.
+        let forwardedFor: String
+        /// The `Forwarded` element: `for=1.2.3.4;proto=http` (IPv6 quoted and bracketed).
+        let forwarded: String
+
+        init(client: IPAddress) {
+            let text = client.description
+            forwardedFor = text
+            forwarded = "for=\(client.isIPv4 ? text : "\"[\(text)]\"");proto=http"
+        }
     }
 
     /// Appends `element` to a list-valued field, merging existing lines into one so that applications

@@ -27,6 +27,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     private let upstreams: HTTPUpstreamPool
     private let detector: HTTPRequestStartDetector
     private let client: IPAddress?
+    private let forwarding: HTTPHeaderRewriter.ForwardingElements?
     private let sourceHash: UInt64
     private let connectTimeout: TimeAmount
     private let idleTimeout: TimeAmount
@@ -59,6 +60,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         self.detector = detector
         self.upstreams = upstreams
         self.client = client
+        self.forwarding = client.map(HTTPHeaderRewriter.ForwardingElements.init(client:))
         self.sourceHash = client.map { StableHash.hash($0) } ?? 0
         let timeouts = route.config.timeouts
         connectTimeout = TimeAmount(timeouts.connect)
@@ -257,7 +259,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         }
         exchange = HTTPExchange(
             clientHead: head,
-            upstreamHead: HTTPHeaderRewriter.upstreamHead(head, framing: framing, client: client),
+            upstreamHead: HTTPHeaderRewriter.upstreamHead(head, framing: framing, client: forwarding),
             snapshot: snapshot, key: key, stickyBackend: sticky, retries: route.config.retries)
     }
 

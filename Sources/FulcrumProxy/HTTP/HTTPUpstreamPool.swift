@@ -37,8 +37,9 @@ final class HTTPUpstreamPool {
     /// An idle connection to `backend` that still looks alive, or nil.
     func take(_ backend: Backend) -> HTTPUpstreamHandler? {
         let key = ObjectIdentifier(backend)
-        while var list = idle[key], let connection = list.popLast() {
-            idle[key] = list.isEmpty ? nil : list
+        // Mutate the list in place (`idle[key]?.popLast()`): copying it out would copy, and retain,
+        // every idle connection of the backend on every request.
+        while let connection = idle[key]?.popLast() {
             connection.leavePool()
             if connection.isUsable { return connection }
             connection.close()
@@ -53,22 +54,20 @@ final class HTTPUpstreamPool {
             return
         }
         let key = ObjectIdentifier(connection.backend)
-        var list = idle[key] ?? []
-        guard list.count < HTTPLimits.maxIdleConnectionsPerBackend else {
+        guard idle[key, default: []].count < HTTPLimits.maxIdleConnectionsPerBackend else {
             connection.close()
             return
         }
-        list.append(connection)
-        idle[key] = list
+        idle[key, default: []].append(connection)
         connection.enterPool(timeout: HTTPLimits.upstreamIdleTimeout)
     }
 
     /// Forgets a pooled connection that closed or timed out.
     func remove(_ connection: HTTPUpstreamHandler) {
         let key = ObjectIdentifier(connection.backend)
-        guard var list = idle[key], let index = list.firstIndex(where: { $0 === connection }) else { return }
-        list.remove(at: index)
-        idle[key] = list.isEmpty ? nil : list
+        guard let index = idle[key]?.firstIndex(where: { $0 === connection }) else { return }
+        idle[key]?.remove(at: index)
+        if idle[key]?.isEmpty == true { idle[key] = nil }  // a removed backend leaves no entry behind
     }
 
     /// Opens a new connection to `backend` on this loop. `completion` runs on the loop.
