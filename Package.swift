@@ -98,6 +98,8 @@ let package = Package(
             dependencies: ["FulcrumCore"],
             swiftSettings: swiftSettings
         ),
+        // Helpers shared by the test targets (bounded waiting).
+        .target(name: "FulcrumTestSupport", path: "Tests/FulcrumTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FulcrumConfigTests",
@@ -121,6 +123,7 @@ let package = Package(
         .testTarget(
             name: "FulcrumHealthTests",
             dependencies: [
+                "FulcrumTestSupport",
                 "FulcrumHealth", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -131,6 +134,7 @@ let package = Package(
         .testTarget(
             name: "FulcrumDemoTests",
             dependencies: [
+                "FulcrumTestSupport",
                 "FulcrumDemo",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -140,6 +144,7 @@ let package = Package(
         .testTarget(
             name: "FulcrumServerTests",
             dependencies: [
+                "FulcrumTestSupport",
                 "FulcrumServer", "FulcrumCore", "FulcrumConfig", "FulcrumDemo", "fulcrum",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

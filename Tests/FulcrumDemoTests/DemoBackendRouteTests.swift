@@ -1,4 +1,5 @@
 import FulcrumDemo
+import FulcrumTestSupport
 import NIOCore
 import NIOPosix
 import Testing
@@ -148,11 +149,11 @@ struct DemoBackendRouteTests {
         try await withBackend { backend, group in
             let first = try await DemoHTTPClient.connect(port: backend.port, group: group)
             let second = try await DemoHTTPClient.connect(port: backend.port, group: group)
-            #expect(try await eventually { backend.activeConnections == 2 })
+            #expect(await eventually { backend.activeConnections == 2 })
             await first.close()
-            #expect(try await eventually { backend.activeConnections == 1 })
+            #expect(await eventually { backend.activeConnections == 1 })
             await second.close()
-            #expect(try await eventually { backend.activeConnections == 0 })
+            #expect(await eventually { backend.activeConnections == 0 })
             #expect(backend.connectionsAccepted == 2)
         }
     }
@@ -163,7 +164,7 @@ struct DemoBackendRouteTests {
             let client = try await DemoHTTPClient.connect(port: backend.port, group: group)
             #expect(try await client.get("/").status == 200)
             try await backend.stop()
-            #expect(try await eventually { !client.isActive })
+            #expect(await eventually { !client.isActive })
             await #expect(throws: (any Error).self) {
                 try await DemoHTTPClient.connect(port: backend.port, timeout: .seconds(1), group: group)
             }

@@ -1,4 +1,5 @@
 import FulcrumDemo
+import FulcrumTestSupport
 import NIOCore
 import NIOPosix
 import Testing
@@ -83,7 +84,7 @@ struct DemoBackendStreamingTests {
                     // buffers fill, and the backend must stop writing.
                     var last = -1
                     var unchangedPolls = 0
-                    let settled = try await eventually(within: .seconds(10)) {
+                    let settled = await eventually(within: .seconds(10)) {
                         let now = backend.bodyBytesWritten
                         unchangedPolls = now == last && now > 0 ? unchangedPolls + 1 : 0
                         last = now

@@ -1,4 +1,5 @@
 import FulcrumDemo
+import FulcrumTestSupport
 import Testing
 
 @Suite("Flaky health schedule", .timeLimit(.minutes(1)))

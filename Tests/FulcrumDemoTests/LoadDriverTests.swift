@@ -1,4 +1,5 @@
 import FulcrumDemo
+import FulcrumTestSupport
 import NIOCore
 import NIOPosix
 import Testing
@@ -119,7 +120,7 @@ struct LoadDriverTests {
                 timeout: .seconds(2),
                 group: group
             )
-            #expect(try await eventually { backend.requests >= 50 })
+            #expect(await eventually { backend.requests >= 50 })
             try await backend.stop()
             let report = try await run
 

@@ -38,19 +38,6 @@ func withBackend<T>(
     }
 }
 
-/// Polls `condition` until it holds or `deadline` passes; returns whether it held.
-func eventually(
-    within deadline: Duration = .seconds(5),
-    _ condition: () async throws -> Bool
-) async throws -> Bool {
-    let end = ContinuousClock.now + deadline
-    while ContinuousClock.now < end {
-        if try await condition() { return true }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    return try await condition()
-}
-
 struct TestTimedOut: Error {}
 
 /// Runs `body`, failing with `TestTimedOut` if it takes longer than `limit`.

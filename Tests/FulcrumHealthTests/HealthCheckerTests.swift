@@ -1,6 +1,7 @@
 import FulcrumConfig
 import FulcrumCore
 import FulcrumHealth
+import FulcrumTestSupport
 import Logging
 import NIOCore
 import NIOPosix

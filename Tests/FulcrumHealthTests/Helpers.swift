@@ -17,16 +17,5 @@ func withEventLoopGroup<T>(_ body: (MultiThreadedEventLoopGroup) async throws ->
     }
 }
 
-/// Polls `condition` every few milliseconds until it holds or `timeout` passes; returns whether it held.
-func eventually(within timeout: Duration, _ condition: () -> Bool) async -> Bool {
-    let clock = ContinuousClock()
-    let deadline = clock.now + timeout
-    while clock.now < deadline {
-        if condition() { return true }
-        try? await Task.sleep(for: .milliseconds(5))
-    }
-    return condition()
-}
-
 /// The project's notion of "now": monotonic nanoseconds.
 func nowNanos() -> UInt64 { NIODeadline.now().uptimeNanoseconds }

@@ -1,6 +1,7 @@
 import FulcrumConfig
 import FulcrumCore
 import FulcrumHealth
+import FulcrumTestSupport
 import NIOCore
 import NIOPosix
 import Testing

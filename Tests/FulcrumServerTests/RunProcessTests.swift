@@ -1,5 +1,6 @@
 import Foundation
 import FulcrumDemo
+import FulcrumTestSupport
 import NIOCore
 import NIOPosix
 import Testing
@@ -29,7 +30,7 @@ struct RunProcessTests {
     @Test("SIGHUP reloads the file (a broken one is refused); SIGTERM lets in-flight requests finish, exit 0")
     func signals() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { _ = group.shutdownGracefully { _ in } }
+        defer { group.shutdownGracefully { _ in } }
         let first = try await DemoBackend.start(name: "first", group: group)
         let second = try await DemoBackend.start(name: "second", group: group)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-run-\(getpid())")
@@ -40,7 +41,7 @@ struct RunProcessTests {
         try Self.config(port: port, backend: "127.0.0.1:\(first.port)").write(
             toFile: configFile, atomically: true, encoding: .utf8)
 
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let process = Process()
         process.executableURL = Self.binary
         process.arguments = ["run", "--config", configFile]
@@ -72,7 +73,7 @@ struct RunProcessTests {
         }
         func log() -> String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
-        #expect(await eventually(timeout: .seconds(20)) { (try? await get())?.status == 200 }, "\(log())")
+        #expect(await eventually(within: .seconds(20)) { (try? await get())?.status == 200 }, "\(log())")
         #expect(try await get().header("X-Backend") == "first")
 
         try Self.config(port: port, backend: "127.0.0.1:\(second.port)").write(
@@ -94,7 +95,7 @@ struct RunProcessTests {
             let slow = try #require(try await tasks.next())
             #expect(slow.status == 200)
         }
-        #expect(await eventually(timeout: .seconds(10)) { !process.isRunning }, "\(log())")
+        #expect(await eventually(within: .seconds(10)) { !process.isRunning }, "\(log())")
         #expect(process.terminationStatus == 0, "\(log())")
     }
 }

@@ -38,7 +38,7 @@ struct ServerHarness {
     ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var backends: [DemoBackend] = []
-        defer { _ = group.shutdownGracefully { _ in } }
+        defer { group.shutdownGracefully { _ in } }
         do {
             for (index, behavior) in behaviors.enumerated() {
                 backends.append(try await DemoBackend.start(name: "b\(index)", behavior: behavior, group: group))
@@ -69,17 +69,4 @@ struct ServerHarness {
         }
         for backend in backends { try? await backend.stop() }
     }
-}
-
-/// Polls `condition` until it holds or `timeout` passes; returns whether it held. Bounded in time.
-func eventually(
-    timeout: Duration = .seconds(5), every interval: Duration = .milliseconds(10),
-    _ condition: () async throws -> Bool
-) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: interval)
-    }
-    return try await condition()
 }

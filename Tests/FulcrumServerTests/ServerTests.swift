@@ -3,6 +3,7 @@ import FulcrumConfig
 import FulcrumCore
 import FulcrumDemo
 import FulcrumServer
+import FulcrumTestSupport
 import NIOCore
 import Testing
 
@@ -59,7 +60,7 @@ struct ServerTests {
                 try await victim.stop()
                 let stopped = ContinuousClock.now
                 #expect(
-                    await eventually(timeout: .seconds(3)) {
+                    await eventually(within: .seconds(3)) {
                         pool.snapshot().member(Endpoint(harness.addresses[0])!)?.state == .down
                     })
                 // fall (2) × interval (200 ms) + timeout (150 ms) + one interval of slack.

@@ -100,13 +100,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         responseDeadline?.cancel()
         if let exchange {
             // The client went away: whatever the backend was doing for it is no longer wanted.
-            exchange.phase = .finished
-            if let upstream = exchange.upstream {
-                detach(exchange)
-                upstream.close()
-            }
-            abandonStats(exchange)
-            self.exchange = nil
+            abandon(exchange)
         }
         backlog.removeAll()
         context.fireChannelInactive()
@@ -355,6 +349,18 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         resumeClientReading()
     }
 
+    /// Gives up on the current exchange without answering it: its upstream connection is closed (the
+    /// backend may be mid-response) and its statistics say nothing about the backend.
+    private func abandon(_ exchange: HTTPExchange) {
+        exchange.phase = .finished
+        if let upstream = exchange.upstream {
+            detach(exchange)
+            upstream.close()
+        }
+        abandonStats(exchange)
+        self.exchange = nil
+    }
+
     /// Unlinks the exchange and its upstream connection (the caller pools or closes the connection).
     private func detach(_ exchange: HTTPExchange) {
         exchange.upstream?.owner = nil
@@ -567,13 +573,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
                 closeNow()
                 return
             }
-            exchange.phase = .finished
-            if let upstream = exchange.upstream {
-                detach(exchange)
-                upstream.close()
-            }
-            abandonStats(exchange)
-            self.exchange = nil
+            abandon(exchange)
         }
         closing = true
         waitDeadline?.clear()

@@ -1,0 +1,13 @@
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held. Tests wait with this
+/// instead of sleeping a fixed time: it returns as soon as the state is reached, and is bounded.
+public func eventually(
+    within timeout: Duration = .seconds(5), every interval: Duration = .milliseconds(5),
+    _ condition: () async throws -> Bool
+) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: interval)
+    }
+    return try await condition()
+}
