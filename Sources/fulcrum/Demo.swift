@@ -62,7 +62,7 @@ struct Demo: AsyncParsableCommand {
             let pool = await server.pool(named: DemoFleet.pool)!
             let names = Dictionary(uniqueKeysWithValues: backends.map { ("127.0.0.1:\($0.port)", $0.name) })
             let table = DemoTable(pool: pool, names: names)
-            print("Fulcrum demo: http://127.0.0.1:\(listenPort)/  (algorithm \(algorithm); Ctrl-C stops)")
+            printNow("Fulcrum demo: http://127.0.0.1:\(listenPort)/  (algorithm \(algorithm); Ctrl-C stops)")
             if let requests {
                 try await drive(requests, port: listenPort, server: server, table: table, group: group, logger: logger)
             } else {
@@ -92,8 +92,8 @@ struct Demo: AsyncParsableCommand {
                 port: port, requests: count, concurrency: concurrency, group: group)
             await serviceGroup.triggerGracefulShutdown()
             try await tasks.waitForAll()
-            print(table.render())
-            print(
+            printNow(table.render())
+            printNow(
                 "\(report.succeeded) of \(report.requests) requests succeeded, \(report.errors) errors, "
                     + "statuses \(report.statusCounts.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")); "
                     + "client p50 \(DemoTable.format(report.p50)), p99 \(DemoTable.format(report.p99))")
@@ -168,7 +168,13 @@ struct DemoTablePrinter: Service {
     func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
-            print("\n" + table.render())
+            printNow("\n" + table.render())
         }
     }
+}
+
+/// Writes a line to standard output at once: `print` is block-buffered when stdout is a pipe or a
+/// file, and the live table must appear as it is printed.
+func printNow(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
