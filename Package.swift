@@ -99,7 +99,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Helpers shared by the test targets (bounded waiting).
-        .target(name: "FulcrumTestSupport", path: "Tests/FulcrumTestSupport", swiftSettings: swiftSettings),
+        .target(
+            name: "FulcrumTestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/FulcrumTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FulcrumConfigTests",

@@ -1,22 +1,7 @@
 import FulcrumDemo
+import FulcrumTestSupport
 import NIOCore
 import NIOPosix
-
-/// Runs `body` with a fresh event loop group, shut down afterwards whatever happens.
-func withEventLoopGroup<T>(
-    threads: Int = 2,
-    _ body: (MultiThreadedEventLoopGroup) async throws -> T
-) async throws -> T {
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-    do {
-        let result = try await body(group)
-        try await group.shutdownGracefully()
-        return result
-    } catch {
-        try? await group.shutdownGracefully()
-        throw error
-    }
-}
 
 /// Runs `body` with one backend named `name`, stopped afterwards, on a fresh group.
 func withBackend<T>(

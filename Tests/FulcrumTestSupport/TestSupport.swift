@@ -1,3 +1,6 @@
+import NIOCore
+import NIOPosix
+
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held. Tests wait with this
 /// instead of sleeping a fixed time: it returns as soon as the state is reached, and is bounded.
 public func eventually(
@@ -10,4 +13,19 @@ public func eventually(
         try? await Task.sleep(for: interval)
     }
     return try await condition()
+}
+
+/// Runs `body` with a fresh event loop group that is shut down afterwards, whatever happens.
+public func withEventLoopGroup<T>(
+    threads: Int = 2, _ body: (MultiThreadedEventLoopGroup) async throws -> T
+) async throws -> T {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+    do {
+        let result = try await body(group)
+        try await group.shutdownGracefully()
+        return result
+    } catch {
+        try? await group.shutdownGracefully()
+        throw error
+    }
 }
