@@ -66,11 +66,24 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Admin HTTP API: pools and backends, scale-out/in, drain (issue 4; /metrics and /ui to follow).
+        .target(
+            name: "FulcrumAdmin",
+            dependencies: [
+                "FulcrumCore", "FulcrumConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Composition root: builds every Service from the config; ServiceGroup, SIGTERM drain, SIGHUP reload.
         .target(
             name: "FulcrumServer",
             dependencies: [
-                "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth",
+                "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -114,7 +127,8 @@ let package = Package(
             resources: [.copy("Corpus")],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "FulcrumCLITests", dependencies: ["fulcrum"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FulcrumCLITests", dependencies: ["fulcrum", "FulcrumTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FulcrumProxyTests",
             dependencies: [
@@ -135,6 +149,17 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FulcrumAdminTests",
+            dependencies: [
+                "FulcrumTestSupport", "FulcrumAdmin", "FulcrumServer", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -51,14 +51,18 @@ public struct ListenerDrainEvent: Sendable {
 /// The live client connections of a listener, so shutdown can drain them and then close the rest.
 public final class ConnectionTracker: Sendable {
     private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let acceptedTotal = Atomic<UInt64>(0)
 
     public init() {}
 
     public var count: Int { channels.withLock { $0.count } }
+    /// Connections accepted since the listener started.
+    public var accepted: UInt64 { acceptedTotal.load(ordering: .relaxed) }
 
     /// Tracks `channel` until it closes.
     public func track(_ channel: any Channel) {
         let id = ObjectIdentifier(channel)
+        acceptedTotal.wrappingAdd(1, ordering: .relaxed)
         channels.withLock { $0[id] = channel }
         channel.closeFuture.whenComplete { _ in
             _ = self.channels.withLock { $0.removeValue(forKey: id) }

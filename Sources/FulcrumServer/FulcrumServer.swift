@@ -1,3 +1,4 @@
+import FulcrumAdmin
 import FulcrumConfig
 import FulcrumCore
 import FulcrumHealth
@@ -18,8 +19,10 @@ public actor FulcrumServer: Service {
     private let logger: Logger
     private let configPath: String?
     public private(set) var config: FulcrumConfig
-    private var pools: [String: Pool] = [:]
-    private var listeners: [String: ProxyListener] = [:]
+    private var poolsByName: [String: Pool] = [:]
+    private var listenersByName: [String: ProxyListener] = [:]
+    /// The admin API, when the config has an `admin:` section.
+    private var admin: AdminServer?
     /// Listeners taken out by a reload, drained by `run`.
     private let retired: AsyncStream<(ProxyListener, Duration)>
     private let retiredInput: AsyncStream<(ProxyListener, Duration)>.Continuation
@@ -43,6 +46,9 @@ public actor FulcrumServer: Service {
         let server = FulcrumServer(config: config, configPath: configPath, group: group, logger: logger)
         do {
             try await server.apply(config, initial: true)
+            if let adminConfig = config.admin {
+                try await server.startAdmin(adminConfig)
+            }
         } catch {
             await server.closeAll()
             throw error
@@ -52,12 +58,21 @@ public actor FulcrumServer: Service {
 
     // MARK: Reading the running state
 
-    public func pool(named name: String) -> Pool? { pools[name] }
+    public func pool(named name: String) -> Pool? { poolsByName[name] }
 
     /// The port a listener is bound to (its config may say 0).
-    public func port(ofListener name: String) -> Int? { listeners[name]?.port }
+    public func port(ofListener name: String) -> Int? { listenersByName[name]?.port }
 
-    public var listenerNames: [String] { listeners.keys.sorted() }
+    public var listenerNames: [String] { listenersByName.keys.sorted() }
+
+    /// The port the admin API is bound to, when it runs.
+    public var adminPort: Int? { admin?.port }
+
+    private func startAdmin(_ adminConfig: AdminConfig) async throws {
+        admin = try await AdminServer.start(config: adminConfig, control: self, group: group, logger: logger)
+    }
+
+    func listener(named name: String) -> ProxyListener? { listenersByName[name] }
 
     // MARK: Service
 
@@ -73,6 +88,7 @@ public actor FulcrumServer: Service {
         }
         retiredInput.finish()
         checkerSetInput.finish()
+        await admin?.shutdown()
         await shutdownListeners()
     }
 
@@ -127,21 +143,24 @@ public actor FulcrumServer: Service {
         if !initial, newConfig.workers != config.workers {
             logger.warning("'workers' changes take effect on restart, not on reload")
         }
+        if !initial, newConfig.admin != config.admin {
+            logger.warning("'admin' changes take effect on restart, not on reload")
+        }
         let now = MonotonicClock.now()
         // Build new pools and bind new listeners first, so a failure leaves the running state untouched.
         var newPools: [String: Pool] = [:]
-        for poolConfig in newConfig.pools where pools[poolConfig.name] == nil {
+        for poolConfig in newConfig.pools where poolsByName[poolConfig.name] == nil {
             let pool = try Pool(
                 name: poolConfig.name, settings: poolConfig.poolSettings, backends: poolConfig.backendSpecs, now: now)
             pool.addObserver { [logger] pool, events in PoolEventText.log(events, of: pool, to: logger) }
             newPools[poolConfig.name] = pool
         }
-        func pool(_ name: String) -> Pool? { pools[name] ?? newPools[name] }
+        func pool(_ name: String) -> Pool? { poolsByName[name] ?? newPools[name] }
 
         var bound: [String: ProxyListener] = [:]
         do {
             for listenerConfig in newConfig.listeners {
-                if let existing = listeners[listenerConfig.name],
+                if let existing = listenersByName[listenerConfig.name],
                     existing.context.current.config.bind == listenerConfig.bind,
                     existing.context.current.config.mode == listenerConfig.mode
                 {
@@ -164,32 +183,33 @@ public actor FulcrumServer: Service {
 
         // Commit: reconfigure surviving pools, switch routes, retire what is gone.
         for poolConfig in newConfig.pools {
-            if let existing = pools[poolConfig.name] {
+            if let existing = poolsByName[poolConfig.name] {
                 try existing.reconfigure(
                     settings: poolConfig.poolSettings, backends: poolConfig.backendSpecs, now: now)
             }
         }
-        pools.merge(newPools) { old, _ in old }
+        poolsByName.merge(newPools) { old, _ in old }
         for listenerConfig in newConfig.listeners {
-            guard let target = pools[listenerConfig.pool], let poolConfig = newConfig.pool(named: listenerConfig.pool)
+            guard let target = poolsByName[listenerConfig.pool],
+                let poolConfig = newConfig.pool(named: listenerConfig.pool)
             else { continue }
             if let fresh = bound[listenerConfig.name] {
-                if let old = listeners[listenerConfig.name] {
+                if let old = listenersByName[listenerConfig.name] {
                     retiredInput.yield((old, old.context.current.config.timeouts.drain))
                 }
-                listeners[listenerConfig.name] = fresh
-            } else if let existing = listeners[listenerConfig.name] {
+                listenersByName[listenerConfig.name] = fresh
+            } else if let existing = listenersByName[listenerConfig.name] {
                 existing.context.update(
                     ListenerRoute(config: listenerConfig, pool: target, hashKey: poolConfig.effectiveHashKey))
             }
         }
         let keptListeners = Set(newConfig.listeners.map(\.name))
-        for (name, listener) in listeners where !keptListeners.contains(name) {
+        for (name, listener) in listenersByName where !keptListeners.contains(name) {
             retiredInput.yield((listener, listener.context.current.config.timeouts.drain))
-            listeners[name] = nil
+            listenersByName[name] = nil
         }
         let keptPools = Set(newConfig.pools.map(\.name))
-        for name in pools.keys where !keptPools.contains(name) { pools[name] = nil }
+        for name in poolsByName.keys where !keptPools.contains(name) { poolsByName[name] = nil }
         config = newConfig
         checkerSetInput.yield(makeHealthCheckers())
     }
@@ -209,7 +229,7 @@ public actor FulcrumServer: Service {
 
     private func makeHealthCheckers() -> [HealthChecker] {
         config.pools.compactMap { poolConfig in
-            guard let check = poolConfig.healthCheck, let pool = pools[poolConfig.name] else { return nil }
+            guard let check = poolConfig.healthCheck, let pool = poolsByName[poolConfig.name] else { return nil }
             var checkerLogger = logger
             checkerLogger[metadataKey: "pool"] = .string(poolConfig.name)
             return HealthChecker(pool: pool, config: check, eventLoopGroup: group, logger: checkerLogger)
@@ -258,7 +278,7 @@ public actor FulcrumServer: Service {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(250))
             let now = MonotonicClock.now()
-            for pool in pools.values { pool.tick(now: now) }
+            for pool in poolsByName.values { pool.tick(now: now) }
         }
     }
 
@@ -279,8 +299,8 @@ public actor FulcrumServer: Service {
     }
 
     private func shutdownListeners() async {
-        let all = listeners
-        listeners = [:]
+        let all = listenersByName
+        listenersByName = [:]
         logger.info("draining listeners", metadata: ["listeners": "\(all.count)"])
         await withDiscardingTaskGroup { draining in
             for listener in all.values {
@@ -291,8 +311,9 @@ public actor FulcrumServer: Service {
     }
 
     private func closeAll() async {
-        for listener in listeners.values { await listener.shutdown(grace: .zero) }
-        listeners = [:]
+        await admin?.shutdown()
+        for listener in listenersByName.values { await listener.shutdown(grace: .zero) }
+        listenersByName = [:]
     }
 }
 

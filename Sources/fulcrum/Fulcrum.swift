@@ -21,7 +21,6 @@ struct Fulcrum: AsyncParsableCommand {
 /// Exit codes shared by the subcommands.
 enum ExitStatus {
     static let invalidConfig: Int32 = 2
-    static let notYetAvailable: Int32 = 3
 }
 
 struct Validate: ParsableCommand {
@@ -43,19 +42,6 @@ struct Validate: ParsableCommand {
 struct Version: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the version.")
     func run() { print("fulcrum \(Fulcrum.version)") }
-}
-
-struct Ctl: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Operate a running balancer through its admin API (arrives with the control plane, issue 4).")
-    @Argument(parsing: .captureForPassthrough) var words: [String] = []
-    func run() throws { try notYet("ctl", arrivesWith: "the admin API (issue 4)") }
-}
-
-func notYet(_ command: String, arrivesWith: String) throws -> Never {
-    printError(
-        "fulcrum \(command) is not available yet: it arrives with \(arrivesWith). Today: `fulcrum validate FILE`.")
-    throw ExitCode(ExitStatus.notYetAvailable)
 }
 
 func printError(_ line: String) {

@@ -1,4 +1,5 @@
 import Foundation
+import FulcrumTestSupport
 import Testing
 
 /// Runs the built `fulcrum` binary (SwiftPM builds it next to the test bundle) and captures its output.
@@ -12,7 +13,12 @@ struct FulcrumProcess {
             .deletingLastPathComponent()
     }
 
-    static func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    /// Runs the binary off the cooperative pool (it blocks on the child process and its pipes).
+    static func run(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        try await offCooperativePool { try runBlocking(arguments) }
+    }
+
+    static func runBlocking(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
@@ -40,12 +46,12 @@ struct CLITests {
     }
 
     @Test("validate accepts every shipped example with exit 0")
-    func validateExamples() throws {
+    func validateExamples() async throws {
         let examples = FulcrumProcess.repositoryRoot.appendingPathComponent("examples")
         let files = try FileManager.default.contentsOfDirectory(atPath: examples.path).filter { $0.hasSuffix(".yaml") }
         #expect(files.count >= 3)
         for file in files {
-            let result = try FulcrumProcess.run(["validate", examples.appendingPathComponent(file).path])
+            let result = try await FulcrumProcess.run(["validate", examples.appendingPathComponent(file).path])
             #expect(result.status == 0, "\(file): \(result.stderr)")
             #expect(result.stdout.contains("valid"))
             #expect(result.stderr.isEmpty)
@@ -53,7 +59,7 @@ struct CLITests {
     }
 
     @Test("validate reports every problem, one per line on stderr, with path and line:column, exit 2")
-    func validateRejects() throws {
+    func validateRejects() async throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-cli-\(getpid()).yaml")
         defer { try? FileManager.default.removeItem(at: file) }
         try """
@@ -65,7 +71,7 @@ struct CLITests {
         listeners:
           - { name: www, bind: 127.0.0.1:8080, pool: webb }
         """.write(to: file, atomically: true, encoding: .utf8)
-        let result = try FulcrumProcess.run(["validate", file.path])
+        let result = try await FulcrumProcess.run(["validate", file.path])
         #expect(result.status == 2)
         #expect(result.stdout.isEmpty)
         let lines = result.stderr.split(separator: "\n").map(String.init)
@@ -81,7 +87,7 @@ struct CLITests {
     }
 
     @Test("the README's config example validates")
-    func readmeExample() throws {
+    func readmeExample() async throws {
         let readme = try String(
             contentsOf: FulcrumProcess.repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
         let afterFence = try #require(readme.range(of: "```yaml\n"))
@@ -91,13 +97,15 @@ struct CLITests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-readme-\(getpid()).yaml")
         defer { try? FileManager.default.removeItem(at: file) }
         try yaml.write(to: file, atomically: true, encoding: .utf8)
-        let result = try FulcrumProcess.run(["validate", file.path])
+        let result = try await FulcrumProcess.run(["validate", file.path])
         #expect(result.status == 0, "\(result.stderr)")
     }
 
     @Test("demo --requests drives traffic through four demo backends and prints the final table")
-    func demoDrivesRequests() throws {
-        let result = try FulcrumProcess.run(["demo", "--requests", "200", "--port", "0", "--log-level", "warning"])
+    func demoDrivesRequests() async throws {
+        let result = try await FulcrumProcess.run([
+            "demo", "--requests", "200", "--port", "0", "--log-level", "warning",
+        ])
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
         #expect(lines.first?.hasPrefix("Fulcrum demo: http://127.0.0.1:") == true, "\(result.stdout)")
@@ -108,33 +116,25 @@ struct CLITests {
     }
 
     @Test("demo rejects an unknown algorithm with the list of known ones")
-    func demoRejectsUnknownAlgorithm() throws {
-        let result = try FulcrumProcess.run(["demo", "--algorithm", "fastest"])
+    func demoRejectsUnknownAlgorithm() async throws {
+        let result = try await FulcrumProcess.run(["demo", "--algorithm", "fastest"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("unknown algorithm 'fastest'"))
         #expect(result.stderr.contains("least-connections"))
     }
 
     @Test("validate of a missing file says so, exit 2")
-    func validateMissingFile() throws {
-        let result = try FulcrumProcess.run(["validate", "/nonexistent/fulcrum.yaml"])
+    func validateMissingFile() async throws {
+        let result = try await FulcrumProcess.run(["validate", "/nonexistent/fulcrum.yaml"])
         #expect(result.status == 2)
         #expect(result.stderr.contains("cannot read"))
     }
 
     @Test("version prints the version")
-    func version() throws {
-        let result = try FulcrumProcess.run(["version"])
+    func version() async throws {
+        let result = try await FulcrumProcess.run(["version"])
         #expect(result.status == 0)
         #expect(result.stdout.hasPrefix("fulcrum "))
     }
 
-    @Test(
-        "subcommands of later issues say plainly that they are not there yet",
-        arguments: [["ctl", "pools"]])
-    func notYet(arguments: [String]) throws {
-        let result = try FulcrumProcess.run(arguments)
-        #expect(result.status == 3)
-        #expect(result.stderr.contains("not available yet"))
-    }
 }

@@ -99,3 +99,94 @@ struct RunProcessTests {
         #expect(process.terminationStatus == 0, "\(log())")
     }
 }
+
+/// `fulcrum ctl` against a running `fulcrum run`: scale-out, weight, drain, scale-in, errors.
+@Suite("fulcrum ctl (process)")
+struct CtlProcessTests {
+    /// Runs the fulcrum binary to completion (off the cooperative pool) and captures its output.
+    static func fulcrum(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        try await offCooperativePool { try runBlocking(arguments) }
+    }
+
+    private static func runBlocking(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = RunProcessTests.binary
+        process.arguments = arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (
+            process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self)
+        )
+    }
+
+    @Test("ctl lists pools and backends, adds, weighs, drains and removes a backend")
+    func scaleOutAndIn() async throws {
+        try await withEventLoopGroup(threads: 1) { group in
+            let first = try await DemoBackend.start(name: "first", group: group)
+            let second = try await DemoBackend.start(name: "second", group: group)
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-ctl-\(getpid())")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let configFile = directory.appendingPathComponent("fulcrum.yaml").path
+            let port = try await RunProcessTests.freePort(group: group)
+            let adminPort = try await RunProcessTests.freePort(group: group)
+            try """
+            admin: { listen: 127.0.0.1:\(adminPort) }
+            pools:
+              web: { algorithm: round-robin, backends: [127.0.0.1:\(first.port)] }
+            listeners:
+              - { name: www, bind: 127.0.0.1:\(port), mode: http, pool: web }
+            """.write(toFile: configFile, atomically: true, encoding: .utf8)
+            let process = Process()
+            process.executableURL = RunProcessTests.binary
+            process.arguments = ["run", "--config", configFile, "--log-level", "warning"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            func cleanUp() async {
+                if process.isRunning { process.terminate() }
+                process.waitUntilExit()
+                try? await first.stop()
+                try? await second.stop()
+                try? FileManager.default.removeItem(at: directory)
+            }
+            do {
+                let admin = ["--admin", "http://127.0.0.1:\(adminPort)"]
+                let added = "127.0.0.1:\(second.port)"
+                #expect(
+                    await eventually(within: .seconds(20)) {
+                        (try? await Self.fulcrum(["ctl", "pools"] + admin))?.status == 0
+                    })
+                let pools = try await Self.fulcrum(["ctl", "pools"] + admin)
+                #expect(pools.stdout.contains("web") && pools.stdout.contains("round-robin"), "\(pools)")
+
+                let add = try await Self.fulcrum(["ctl", "add", "web", added, "--weight", "2", "--healthy"] + admin)
+                #expect(add.status == 0, "\(add)")
+                #expect(add.stderr.contains("lost on restart"), "\(add)")
+                let listed = try await Self.fulcrum(["ctl", "backends", "web"] + admin)
+                #expect(listed.stdout.contains(added) && listed.stdout.contains("up"), "\(listed)")
+
+                #expect(try await Self.fulcrum(["ctl", "weight", "web", added, "3"] + admin).status == 0)
+                #expect(try await Self.fulcrum(["ctl", "drain", "web", added] + admin).status == 0)
+                let drained = try await Self.fulcrum(["ctl", "backends", "web", "--json"] + admin)
+                #expect(drained.stdout.contains("\"draining\""), "\(drained)")
+
+                #expect(try await Self.fulcrum(["ctl", "remove", "web", added, "--timeout", "5s"] + admin).status == 0)
+                #expect(try await !Self.fulcrum(["ctl", "backends", "web"] + admin).stdout.contains(added))
+
+                let missing = try await Self.fulcrum(["ctl", "backends", "nope"] + admin)
+                #expect(missing.status == 1)
+                #expect(missing.stderr.contains("error:") && missing.stderr.contains("404"), "\(missing)")
+            } catch {
+                await cleanUp()
+                throw error
+            }
+            await cleanUp()
+        }
+    }
+}

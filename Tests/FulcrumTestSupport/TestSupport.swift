@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import NIOPosix
 
@@ -27,5 +28,15 @@ public func withEventLoopGroup<T>(
     } catch {
         try? await group.shutdownGracefully()
         throw error
+    }
+}
+
+/// Runs `body` on a Dispatch thread and awaits it, so blocking work (running a child process and
+/// reading its pipes) does not hold one of the few cooperative threads other tests run on.
+public func offCooperativePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Result { try body() })
+        }
     }
 }

@@ -1,0 +1,62 @@
+import FulcrumCore
+import Synchronization
+
+/// How pools, backends and listeners look in the API's answers.
+extension AdminAPI {
+    static func poolJSON(_ pool: Pool) -> JSONValue {
+        let snapshot = pool.snapshot()
+        let now = now()
+        return .object([
+            ("name", .string(pool.name)),
+            ("algorithm", .string(snapshot.algorithm.rawValue)),
+            ("version", .int(Int(clamping: snapshot.version))),
+            ("using_backups", .bool(snapshot.usingBackups)),
+            ("no_backend_available", .int(Int(clamping: pool.noBackendAvailable))),
+            ("backends", .array(snapshot.members.map { backendJSON($0, now: now) })),
+        ])
+    }
+
+    static func backendJSON(_ member: MemberStatus, now: UInt64) -> JSONValue {
+        let stats = member.backend.stats
+        let lastCheck: JSONValue
+        if let probe = member.lastProbe {
+            lastCheck = .object([
+                ("success", .bool(probe.success)),
+                ("detail", .string(probe.detail)),
+                ("age_ms", .int(Int(clamping: (now >= probe.at ? now - probe.at : 0) / 1_000_000))),
+            ])
+        } else {
+            lastCheck = .null
+        }
+        return .object([
+            ("address", .string(member.endpoint.description)),
+            ("state", .string(member.state.rawValue)),
+            ("admin", .string(member.admin.rawValue)),
+            ("weight", .int(member.weight)),
+            ("effective_weight", .double(Double(member.effectiveWeight) / Double(WeightScale.factor))),
+            ("backup", .bool(member.backup)),
+            ("active_connections", .int(stats.active)),
+            ("requests", .int(Int(clamping: stats.totalRequests.load(ordering: .relaxed)))),
+            ("errors", .int(Int(clamping: stats.failures.load(ordering: .relaxed)))),
+            ("latency_p50_ms", milliseconds(stats.latency.quantile(0.5))),
+            ("latency_p99_ms", milliseconds(stats.latency.quantile(0.99))),
+            ("last_check", lastCheck),
+        ])
+    }
+
+    static func listenerJSON(_ listener: ListenerStatus) -> JSONValue {
+        .object([
+            ("name", .string(listener.name)),
+            ("bind", .string(listener.bind)),
+            ("mode", .string(listener.mode)),
+            ("pool", .string(listener.pool)),
+            ("accepted_connections", .int(Int(clamping: listener.acceptedConnections))),
+            ("active_connections", .int(listener.activeConnections)),
+        ])
+    }
+
+    private static func milliseconds(_ nanos: UInt64?) -> JSONValue {
+        guard let nanos else { return .null }
+        return .double(Double(nanos) / 1_000_000)
+    }
+}

@@ -1,0 +1,87 @@
+import FulcrumCore
+
+/// What the admin API can read and change in a running balancer. `FulcrumServer` implements it;
+/// the API, `/metrics` and `/ui` only talk to this protocol, so they never depend on the server.
+public protocol AdminControl: Sendable {
+    /// Every pool, in config order.
+    func pools() async -> [Pool]
+    func pool(named name: String) async -> Pool?
+    /// Every proxy listener with its counters.
+    func listeners() async -> [ListenerStatus]
+    /// Whether runtime changes are written to a state file (and so survive a restart or reload).
+    var persistsChanges: Bool { get async }
+
+    /// Scale-out: adds a backend. With active checks it gets traffic once healthy, unless `healthy` is true.
+    func addBackend(pool: String, spec: BackendSpec, healthy: Bool?) async throws(AdminError) -> ChangeResult
+    /// Scale-in: drains the backend (no new connections) until its connections end or `drainTimeout`
+    /// passes, then removes it; with `force` it is removed at once and its connections are closed.
+    func removeBackend(
+        pool: String, endpoint: Endpoint, force: Bool, drainTimeout: Duration
+    ) async throws(AdminError)
+        -> ChangeResult
+    func setWeight(pool: String, endpoint: Endpoint, weight: Int) async throws(AdminError) -> ChangeResult
+    /// `enabled`, `draining` or `disabled`.
+    func setAdminState(pool: String, endpoint: Endpoint, state: AdminState) async throws(AdminError) -> ChangeResult
+}
+
+/// A proxy listener as the admin API and metrics show it.
+public struct ListenerStatus: Sendable, Equatable {
+    public var name: String
+    /// `ip:port` actually bound.
+    public var bind: String
+    /// `tcp` or `http`.
+    public var mode: String
+    public var pool: String
+    public var acceptedConnections: UInt64
+    public var activeConnections: Int
+
+    public init(
+        name: String, bind: String, mode: String, pool: String, acceptedConnections: UInt64, activeConnections: Int
+    ) {
+        self.name = name
+        self.bind = bind
+        self.mode = mode
+        self.pool = pool
+        self.acceptedConnections = acceptedConnections
+        self.activeConnections = activeConnections
+    }
+}
+
+/// What a change did, for the API's answer.
+public struct ChangeResult: Sendable, Equatable {
+    /// True when the change was written to the state file; false means it is lost on restart.
+    public var persisted: Bool
+    /// The events the change caused (backend added, draining, removed...).
+    public var events: [PoolEvent]
+
+    public init(persisted: Bool, events: [PoolEvent]) {
+        self.persisted = persisted
+        self.events = events
+    }
+}
+
+/// Why a change was refused; each maps to one HTTP status.
+public enum AdminError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// 404
+    case unknownPool(String)
+    /// 404
+    case unknownBackend(pool: String, Endpoint)
+    /// 409
+    case duplicateBackend(pool: String, Endpoint)
+    /// 422
+    case invalidWeight(Int)
+    /// 500: the change was applied but the state file could not be written.
+    case persistenceFailed(String)
+
+    public var description: String {
+        switch self {
+        case .unknownPool(let pool): return "no pool '\(pool)'"
+        case .unknownBackend(let pool, let endpoint): return "no backend \(endpoint) in pool '\(pool)'"
+        case .duplicateBackend(let pool, let endpoint): return "backend \(endpoint) is already in pool '\(pool)'"
+        case .invalidWeight(let weight):
+            return
+                "weight \(weight) is out of range \(BackendSpec.weightRange.lowerBound)-\(BackendSpec.weightRange.upperBound)"
+        case .persistenceFailed(let reason): return "applied, but the state file could not be written: \(reason)"
+        }
+    }
+}
