@@ -18,14 +18,18 @@ public final class AdminServer: Sendable {
     /// The bound port (useful with port 0).
     public let port: Int
     public let api: AdminAPI
-    private let serverChannel: any Channel
-    private let acceptLoop: Task<Void, Never>
+    private let listener: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+    private let logger: Logger
 
-    private init(port: Int, api: AdminAPI, serverChannel: any Channel, acceptLoop: Task<Void, Never>) {
+    private init(
+        port: Int, api: AdminAPI,
+        listener: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>,
+        logger: Logger
+    ) {
         self.port = port
         self.api = api
-        self.serverChannel = serverChannel
-        self.acceptLoop = acceptLoop
+        self.listener = listener
+        self.logger = logger
     }
 
     /// Reads the token (if configured), binds `config.listen` and starts serving.
@@ -60,32 +64,34 @@ public final class AdminServer: Sendable {
         }
         var logger = logger
         logger[metadataKey: "admin.listen"] = "\(config.listen.address):\(port)"
-        let connectionLogger = logger
-        // Owned: joined by shutdown().
-        let acceptLoop = Task {
-            await withDiscardingTaskGroup { connections in
-                do {
-                    try await listener.executeThenClose { inbound in
-                        for try await connection in inbound {
-                            connections.addTask { await serve(connection, api: api, logger: connectionLogger) }
-                        }
-                    }
-                } catch {
-                    connectionLogger.debug("admin listener stopped", metadata: ["error": "\(error)"])
-                }
-                // The listener is closed: idle keep-alive connections would wait forever.
-                connections.cancelAll()
-            }
-        }
         logger.info("admin API listening")
-        return AdminServer(port: port, api: api, serverChannel: channel, acceptLoop: acceptLoop)
+        return AdminServer(port: port, api: api, listener: listener, logger: logger)
     }
 
-    /// Stops listening and closes every connection (a request being answered is abandoned). Idempotent.
+    /// Serves connections until `shutdown()` closes the listener; each connection is a child task.
+    /// The owner runs this in its own task group (the server's `run`), so nothing outlives it.
+    public func run() async {
+        let api = api
+        let logger = logger
+        await withDiscardingTaskGroup { connections in
+            do {
+                try await listener.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        connections.addTask { await Self.serve(connection, api: api, logger: logger) }
+                    }
+                }
+            } catch {
+                logger.debug("admin listener stopped", metadata: ["error": "\(error)"])
+            }
+            // The listener is closed: idle keep-alive connections would wait forever.
+            connections.cancelAll()
+        }
+    }
+
+    /// Stops listening, which ends `run()` and closes every connection (a request being answered is
+    /// abandoned). Idempotent.
     public func shutdown() async {
-        try? await serverChannel.close()
-        acceptLoop.cancel()
-        await acceptLoop.value
+        try? await listener.channel.close()
     }
 
     static func readToken(path: String) throws -> String {

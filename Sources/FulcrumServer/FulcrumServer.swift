@@ -82,13 +82,15 @@ public actor FulcrumServer: Service {
             tasks.addTask { await self.superviseHealthCheckers() }
             tasks.addTask { await self.drainRetiredListeners() }
             tasks.addTask { await self.reloadOnHangup() }
+            let admin = self.admin
+            if let admin { tasks.addTask { await admin.run() } }
             // Serve until graceful shutdown is requested (or the task is cancelled).
             try? await gracefulShutdown()
+            await admin?.shutdown()
             tasks.cancelAll()
         }
         retiredInput.finish()
         checkerSetInput.finish()
-        await admin?.shutdown()
         await shutdownListeners()
     }
 

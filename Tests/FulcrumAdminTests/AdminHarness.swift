@@ -80,6 +80,7 @@ struct AdminHarness {
             let serviceGroup = ServiceGroup(services: [server], logger: logger)
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await serviceGroup.run() }
+                tasks.addTask { await admin.run() }
                 let harness = AdminHarness(group: group, backends: backends, server: server, admin: admin, port: port)
                 do {
                     try await body(harness)
