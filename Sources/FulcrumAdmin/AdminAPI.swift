@@ -40,6 +40,20 @@ public struct AdminAPI: Sendable {
         }
     }
 
+    /// `/metrics` (Prometheus text format) and `/ui` (the dashboard): reads, open like the other reads.
+    private func textRoute(path: String, request: AdminRequest) async -> AdminResponse? {
+        guard path == "/metrics" || path == "/ui" || path == "/ui/" else { return nil }
+        guard request.method.uppercased() == "GET" else {
+            return .error(405, "method_not_allowed", "\(request.method) is not allowed on \(path) (allowed: GET)")
+        }
+        if let refusal = authorize(request, isWrite: false) { return refusal }
+        if path == "/metrics" {
+            let text = MetricsExposition.render(pools: await control.pools(), listeners: await control.listeners())
+            return AdminResponse(status: 200, text: text, contentType: MetricsExposition.contentType)
+        }
+        return AdminResponse(status: 200, text: Dashboard.html, contentType: "text/html; charset=utf-8")
+    }
+
     private enum Route {
         case pools
         case pool(String)
@@ -50,6 +64,7 @@ public struct AdminAPI: Sendable {
 
     private func route(_ request: AdminRequest) async throws -> AdminResponse {
         let (path, query) = Self.splitTarget(request.target)
+        if let page = await textRoute(path: path, request: request) { return page }
         guard let segments = Self.segments(of: path) else {
             return .badRequest("the path is not valid percent-encoded UTF-8")
         }

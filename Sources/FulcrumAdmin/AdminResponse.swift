@@ -16,14 +16,27 @@ public struct AdminRequest: Sendable {
     }
 }
 
-/// The API's answer: a status and a JSON body.
+/// The API's answer: a status and a JSON body, or (for `/metrics` and `/ui`) text of another type.
 public struct AdminResponse: Sendable, Equatable {
     public var status: Int
     public var body: JSONValue
+    /// When set, sent instead of `body`, with `contentType`.
+    public var text: String?
+    public var contentType: String
 
     public init(status: Int, body: JSONValue) {
         self.status = status
         self.body = body
+        self.text = nil
+        self.contentType = "application/json"
+    }
+
+    /// A non-JSON answer (Prometheus exposition, the dashboard page).
+    public init(status: Int, text: String, contentType: String) {
+        self.status = status
+        self.body = .null
+        self.text = text
+        self.contentType = contentType
     }
 
     /// `{"error": error, "detail": detail}` with `status`.

@@ -174,9 +174,9 @@ public final class AdminServer: Sendable {
         _ response: AdminResponse, version: HTTPVersion, keepAlive: Bool,
         to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
     ) async throws {
-        let body = ByteBuffer(string: response.body.serialized + "\n")
+        let body = ByteBuffer(string: response.text ?? response.body.serialized + "\n")
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Type", value: response.contentType)
         headers.add(name: "Content-Length", value: String(body.readableBytes))
         headers.add(name: "Cache-Control", value: "no-store")
         if !keepAlive { headers.add(name: "Connection", value: "close") }

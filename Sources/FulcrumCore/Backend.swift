@@ -50,12 +50,24 @@ public final class BackendStats: Sendable {
     public let latency = LatencyHistogram()
     /// Connection attempts to this backend that failed (refused, timed out).
     public let connectErrors = Atomic<UInt64>(0)
+    /// HTTP responses by status class: index 1...5 for 1xx...5xx; index 0 counts requests that got no
+    /// response from the backend (connection closed, timed out).
+    public let responsesByClass: InlineArray<6, Atomic<UInt64>> = InlineArray { _ in Atomic(0) }
 
     /// Peak-EWMA latency in nanoseconds (a `Double` bit pattern) and when it was last updated.
     private let ewmaBits = Atomic<UInt64>(0)
     private let ewmaStamp = Atomic<UInt64>(0)
 
     public init() {}
+
+    /// Counts one HTTP response (or, with `status` nil, a request that got none).
+    public func recordResponse(status: Int?) {
+        let index = status.map { min(max($0 / 100, 1), 5) } ?? 0
+        responsesByClass[index].wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// Responses by class, index 0 (none) to 5 (5xx).
+    public var responseCounts: [UInt64] { (0..<6).map { responsesByClass[$0].load(ordering: .relaxed) } }
 
     /// Current active connections (relaxed read, for display and tests).
     public var active: Int { activeConnections.load(ordering: .relaxed) }

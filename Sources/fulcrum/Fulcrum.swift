@@ -7,7 +7,7 @@ import FulcrumServer
 /// The `fulcrum` command: one binary for every role.
 @main
 struct Fulcrum: AsyncParsableCommand {
-    static let version = "0.1.0"
+    static let version = FulcrumBuild.version
 
     static let configuration = CommandConfiguration(
         commandName: "fulcrum",

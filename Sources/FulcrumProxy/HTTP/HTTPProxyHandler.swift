@@ -676,6 +676,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         guard exchange.inFlight, let backend = exchange.backend else { return }
         exchange.inFlight = false
         backend.connectionClosed()
+        backend.stats.recordResponse(status: exchange.responseStatus.map { Int($0.code) })
         route.pool.requestFinished(
             backend, success: success, latencyNanos: exchange.latencyNanos, now: MonotonicClock.now())
     }
