@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import FulcrumCore
+import Synchronization
 
 /// `GET /metrics`: the Prometheus text exposition (format 0.0.4) of every pool, backend and listener.
 ///

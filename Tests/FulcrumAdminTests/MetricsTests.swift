@@ -83,7 +83,8 @@ struct MetricsTests {
             #expect(response.header("content-type")?.hasPrefix("text/plain; version=0.0.4") == true)
             let samples = try parseExposition(String(buffer: response.body))
             func values(_ name: String, _ match: [String: String] = [:]) -> [MetricSample] {
-                samples.filter { sample in sample.name == name && match.allSatisfy { sample.labels[$0.key] == $0.value } }
+                samples.filter { sample in sample.name == name && match.allSatisfy { sample.labels[$0.key] == $0.value }
+                }
             }
             for (index, backend) in harness.backends.enumerated() {
                 let labels = ["pool": "web", "backend": harness.addresses[index]]
