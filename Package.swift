@@ -177,7 +177,7 @@ let package = Package(
             name: "FulcrumServerTests",
             dependencies: [
                 "FulcrumTestSupport",
-                "FulcrumServer", "FulcrumCore", "FulcrumConfig", "FulcrumDemo", "fulcrum",
+                "FulcrumAdmin", "FulcrumServer", "FulcrumCore", "FulcrumConfig", "FulcrumDemo", "fulcrum",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

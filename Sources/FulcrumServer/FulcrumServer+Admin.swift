@@ -5,8 +5,9 @@ import FulcrumProxy
 import NIOCore
 
 /// The admin API's view of the running server: pools, listeners and run-time pool changes.
-/// Changes apply at once through the pools (a new snapshot; no reload, no dropped connection).
-/// They are not written anywhere yet (`persistsChanges` is false): a restart or reload forgets them.
+/// Changes apply at once through the pools (a new snapshot; no reload, no dropped connection) and
+/// are kept in `runtime`, written to `admin.state_file` when one is configured, so a restart or reload
+/// re-applies them; without one they are lost on restart (and the API says so).
 extension FulcrumServer: AdminControl {
     public func pools() -> [Pool] {
         config.pools.compactMap { pool(named: $0.name) }
@@ -23,13 +24,15 @@ extension FulcrumServer: AdminControl {
         }
     }
 
-    public var persistsChanges: Bool { false }
+    public var persistsChanges: Bool { config.admin?.stateFile != nil }
 
     public func addBackend(pool name: String, spec: BackendSpec, healthy: Bool?) throws(AdminError) -> ChangeResult {
         let pool = try existingPool(name)
-        return try change(name) { () throws(PoolError) in
+        let result = try change(name) { () throws(PoolError) in
             try pool.add(spec, healthy: healthy, now: MonotonicClock.now())
         }
+        try persist { $0.recordAdd(pool: name, spec) }
+        return result
     }
 
     public func removeBackend(
@@ -53,14 +56,17 @@ extension FulcrumServer: AdminControl {
         }
         events += try change(name) { () throws(PoolError) in try pool.remove(endpoint, now: MonotonicClock.now()).1 }
             .events
+        try persist { $0.recordRemove(pool: name, endpoint) }
         return ChangeResult(persisted: persistsChanges, events: events)
     }
 
     public func setWeight(pool name: String, endpoint: Endpoint, weight: Int) throws(AdminError) -> ChangeResult {
         let pool = try existingPool(name)
-        return try change(name) { () throws(PoolError) in
+        let result = try change(name) { () throws(PoolError) in
             try pool.setWeight(endpoint, to: weight, now: MonotonicClock.now())
         }
+        try persist { $0.recordWeight(pool: name, endpoint, weight) }
+        return result
     }
 
     public func setAdminState(
@@ -69,8 +75,21 @@ extension FulcrumServer: AdminControl {
         -> ChangeResult
     {
         let pool = try existingPool(name)
-        return try change(name) { () throws(PoolError) in
+        let result = try change(name) { () throws(PoolError) in
             try pool.setAdmin(endpoint, to: state, now: MonotonicClock.now())
+        }
+        try persist { $0.recordAdmin(pool: name, endpoint, state) }
+        return result
+    }
+
+    /// Records an applied change in the overlay and, with a state file, writes it (atomically).
+    private func persist(_ record: (inout RuntimeState) -> Void) throws(AdminError) {
+        record(&runtime)
+        guard let path = config.admin?.stateFile else { return }
+        do {
+            try runtime.save(to: path)
+        } catch {
+            throw .persistenceFailed("\(path): \(error)")
         }
     }
 

@@ -23,6 +23,8 @@ public actor FulcrumServer: Service {
     private var listenersByName: [String: ProxyListener] = [:]
     /// The admin API, when the config has an `admin:` section.
     private var admin: AdminServer?
+    /// Run-time changes made through the admin API (an overlay on the config file).
+    var runtime = RuntimeState()
     /// Listeners taken out by a reload, drained by `run`.
     private let retired: AsyncStream<(ProxyListener, Duration)>
     private let retiredInput: AsyncStream<(ProxyListener, Duration)>.Continuation
@@ -44,6 +46,9 @@ public actor FulcrumServer: Service {
         config: FulcrumConfig, configPath: String? = nil, group: any EventLoopGroup, logger: Logger
     ) async throws -> FulcrumServer {
         let server = FulcrumServer(config: config, configPath: configPath, group: group, logger: logger)
+        if let stateFile = config.admin?.stateFile {
+            await server.loadState(from: stateFile)
+        }
         do {
             try await server.apply(config, initial: true)
             if let adminConfig = config.admin {
@@ -67,6 +72,16 @@ public actor FulcrumServer: Service {
 
     /// The port the admin API is bound to, when it runs.
     public var adminPort: Int? { admin?.port }
+
+    private func loadState(from path: String) {
+        do {
+            runtime = try RuntimeState.load(from: path)
+        } catch {
+            logger.error(
+                "state file unreadable: starting from the config file alone; the next change rewrites it",
+                metadata: ["file": .string(path), "error": "\(error)"])
+        }
+    }
 
     private func startAdmin(_ adminConfig: AdminConfig) async throws {
         admin = try await AdminServer.start(config: adminConfig, control: self, group: group, logger: logger)
@@ -141,7 +156,9 @@ public actor FulcrumServer: Service {
         }
     }
 
-    private func apply(_ newConfig: FulcrumConfig, initial: Bool) async throws {
+    private func apply(_ fileConfig: FulcrumConfig, initial: Bool) async throws {
+        // Pools are built from the file plus the run-time changes kept in the state file.
+        let newConfig = runtime.applied(to: fileConfig)
         if !initial, newConfig.workers != config.workers {
             logger.warning("'workers' changes take effect on restart, not on reload")
         }
@@ -212,7 +229,10 @@ public actor FulcrumServer: Service {
         }
         let keptPools = Set(newConfig.pools.map(\.name))
         for name in poolsByName.keys where !keptPools.contains(name) { poolsByName[name] = nil }
-        config = newConfig
+        config = fileConfig
+        for (pool, endpoint, state) in runtime.adminStates {
+            _ = try? poolsByName[pool]?.setAdmin(endpoint, to: state, now: now)
+        }
         checkerSetInput.yield(makeHealthCheckers())
     }
 
@@ -310,6 +330,11 @@ public actor FulcrumServer: Service {
                 draining.addTask { await listener.shutdown(grace: grace) }
             }
         }
+    }
+
+    /// Closes the listeners and the admin API at once, for a server started but never run (tests).
+    public func stopForTests() async {
+        await closeAll()
     }
 
     private func closeAll() async {
