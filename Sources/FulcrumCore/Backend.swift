@@ -110,6 +110,9 @@ public final class Backend: Sendable, CustomStringConvertible {
     public let name: String
     public let stats = BackendStats()
     public let poolLoad: PoolLoad
+    /// The data planes' open connections to this backend, so an operator can close them
+    /// (`DELETE ...?force=true`).
+    public let connections = ConnectionRegistry()
     /// The last active health check, kept here (not in snapshots) so every probe is visible at once
     /// without rebuilding the selector. Control plane only.
     private let lastProbeResult = Mutex<ProbeResult?>(nil)
@@ -193,5 +196,34 @@ public struct Candidate: Sendable {
     public init(backend: Backend, weight: Int) {
         self.backend = backend
         self.weight = max(1, weight)
+    }
+}
+
+/// Close actions for the connections open to one backend: a data plane registers one per connection
+/// and unregisters it when the connection ends; `closeAll` runs them. Two short locks per connection
+/// (not per request), none on the data path otherwise.
+public final class ConnectionRegistry: Sendable {
+    private let closers = Mutex<[UInt64: @Sendable () -> Void]>([:])
+    private let nextID = Atomic<UInt64>(0)
+
+    public init() {}
+
+    /// Registers how to close one connection; keep the id to unregister it.
+    public func register(_ close: @escaping @Sendable () -> Void) -> UInt64 {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).newValue
+        closers.withLock { $0[id] = close }
+        return id
+    }
+
+    public func unregister(_ id: UInt64) {
+        _ = closers.withLock { $0.removeValue(forKey: id) }
+    }
+
+    public var count: Int { closers.withLock { $0.count } }
+
+    /// Closes every registered connection (outside the lock: a closer may unregister itself).
+    public func closeAll() {
+        let all = closers.withLock { Array($0.values) }
+        for close in all { close() }
     }
 }

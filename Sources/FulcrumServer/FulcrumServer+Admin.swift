@@ -54,8 +54,15 @@ extension FulcrumServer: AdminControl {
                 }
             }
         }
-        events += try change(name) { () throws(PoolError) in try pool.remove(endpoint, now: MonotonicClock.now()).1 }
-            .events
+        var removed: Backend?
+        events += try change(name) { () throws(PoolError) in
+            let (backend, events) = try pool.remove(endpoint, now: MonotonicClock.now())
+            removed = backend
+            return events
+        }.events
+        // What is still open now (forced, or past the drain timeout, or idle pooled HTTP connections)
+        // is closed: the backend is out of the pool.
+        removed?.connections.closeAll()
         try persist { $0.recordRemove(pool: name, endpoint) }
         return ChangeResult(persisted: persistsChanges, events: events)
     }

@@ -149,3 +149,34 @@ struct ServerTests {
         }
     }
 }
+
+@Suite("Scale-in through AdminControl")
+struct ForcedRemovalTests {
+    @Test("a forced removal closes the connections open to the backend; a drained one lets them finish")
+    func forcedRemovalClosesConnections() async throws {
+        try await ServerHarness.with(backends: [DemoBehavior(), DemoBehavior()]) { addresses in
+            """
+            pools:
+              web: { algorithm: round-robin, backends: [\(addresses.joined(separator: ", "))] }
+            listeners:
+              - { name: www, bind: 127.0.0.1:0, mode: tcp, pool: web }
+            """
+        } _: { harness in
+            // Two TCP flows through the proxy (round robin: one per backend), kept open with keep-alive.
+            let first = try await DemoHTTPClient.connect(port: harness.port, group: harness.group)
+            let second = try await DemoHTTPClient.connect(port: harness.port, group: harness.group)
+            let firstBackend = try #require(try await first.get("/").header("X-Backend"))
+            let secondBackend = try #require(try await second.get("/").header("X-Backend"))
+            #expect(Set([firstBackend, secondBackend]) == ["b0", "b1"])
+            let (forced, kept) = firstBackend == "b0" ? (first, second) : (second, first)
+
+            _ = try await harness.server.removeBackend(
+                pool: "web", endpoint: Endpoint(harness.addresses[0])!, force: true, drainTimeout: .zero)
+            #expect(await eventually { !forced.isActive })
+            #expect(kept.isActive)
+            #expect(try await kept.get("/").header("X-Backend") == "b1")
+            #expect(try await harness.pool.snapshot().members.count == 1)
+            await kept.close()
+        }
+    }
+}

@@ -28,6 +28,8 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
     private var inPool = false
     /// Idle time in the pool; closes the connection when it passes.
     private var idleDeadline: MovingDeadline?
+    /// In `backend.connections`, so a forced removal can close this connection.
+    private var registration: UInt64?
     private var readPending = false
     private var closed = false
     private var failure: HTTPUpstreamFailure?
@@ -84,6 +86,8 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        let channel = context.channel
+        registration = backend.connections.register { channel.close(promise: nil) }
         idleDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in
             guard inPool else { return }
             pool.remove(self)
@@ -99,6 +103,8 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         closed = true
         idleDeadline?.cancel()
+        if let registration { backend.connections.unregister(registration) }
+        registration = nil
         if inPool {
             leavePool()
             pool.remove(self)

@@ -99,7 +99,12 @@ public enum TCPProxy {
         }
         backend.connectionOpened()
         statistics?.flowOpened()
+        let registration = backend.connections.register {
+            client.close(promise: nil)
+            upstream.close(promise: nil)
+        }
         client.closeFuture.and(upstream.closeFuture).whenComplete { _ in
+            backend.connections.unregister(registration)
             backend.connectionClosed()
             statistics?.flowClosed()
         }
