@@ -28,6 +28,7 @@ public enum Dashboard {
           table { border-collapse: collapse; background: #fff; min-width: 70%; }
           th, td { border-bottom: 1px solid #ddd; padding: .35em .7em; text-align: left; white-space: nowrap; }
           th { background: #f0f0f0; font-weight: 600; }
+          td.check { white-space: normal; max-width: 22em; }
           td.num { text-align: right; font-variant-numeric: tabular-nums; }
           td.state span { display: inline-block; min-width: 5.5em; text-align: center; padding: .1em .4em;
                           border-radius: 3px; color: #fff; font-weight: 600; }
@@ -92,7 +93,8 @@ public enum Dashboard {
           try { json = await response.json(); } catch (e) { /* not JSON */ }
           if (!response.ok) {
             if (response.status === 401) sessionStorage.removeItem(TOKEN_KEY);
-            const what = json && json.error ? json.error + (json.detail ? ": " + json.detail : "") : response.statusText;
+            const what = json && json.error
+              ? json.error + (json.detail ? ": " + json.detail : "") : response.statusText;
             throw new Error(method + " " + path + ": " + what + " (HTTP " + response.status + ")");
           }
           return json;
@@ -113,7 +115,9 @@ public enum Dashboard {
 
         function lastCheck(check) {
           if (!check) return el("span", { class: "muted" }, "—");
-          const age = check.age_ms === null || check.age_ms === undefined ? "" : " · " + (check.age_ms / 1000).toFixed(1) + " s ago";
+          const ms = check.age_ms;
+          const age = typeof ms !== "number" ? ""
+            : " · " + (ms < 1000 ? ms + " ms" : (ms / 1000).toFixed(1) + " s") + " ago";
           return el("span", { class: check.success ? "" : "check-fail" },
             (check.success ? "ok" : "failed") + (check.detail ? " · " + check.detail : "") + age);
         }
@@ -146,7 +150,7 @@ public enum Dashboard {
             el("td", { class: "num" }, rate(pool, backend, now)),
             el("td", { class: "num" }, fmt(backend.errors, 0)),
             el("td", { class: "num" }, fmt(backend.latency_p50_ms, 1) + " / " + fmt(backend.latency_p99_ms, 1)),
-            el("td", {}, lastCheck(backend.last_check)),
+            el("td", { class: "check" }, lastCheck(backend.last_check)),
             el("td", {}, drain, enable));
         }
 
@@ -159,7 +163,8 @@ public enum Dashboard {
           const head = el("tr", {}, ...["backend", "state", "weight / effective", "active conns", "req/s",
             "errors", "p50 / p99 ms", "last check", ""].map(text => el("th", {}, text)));
           const body = el("tbody", {}, ...(pool.backends || []).map(b => backendRow(name, b, now)));
-          return el("section", { class: "pool", "data-pool": name }, title, el("table", {}, el("thead", {}, head), body));
+          const table = el("table", {}, el("thead", {}, head), body);
+          return el("section", { class: "pool", "data-pool": name }, title, table);
         }
 
         async function poll() {
@@ -177,7 +182,10 @@ public enum Dashboard {
           pollTimer = setTimeout(poll, 1000);
         }
 
-        document.getElementById("status").addEventListener("click", () => { actionError = null; setStatus("", false); });
+        document.getElementById("status").addEventListener("click", () => {
+          actionError = null;
+          setStatus("", false);
+        });
         poll();
         </script>
         </body>

@@ -5,7 +5,7 @@ import FulcrumTestSupport
 import Testing
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// A headless Chromium (Debian's `chromium`, or `chromium-browser`) found in PATH, run as a child process.
@@ -33,7 +33,9 @@ enum Chromium {
 
     /// Runs the browser headless with `arguments` (plus the common flags and a throwaway profile) and
     /// returns its stdout. Blocking: call it through `offCooperativePool`. Killed after `timeout`.
-    static func run(_ arguments: [String], timeout: TimeInterval = 60) throws -> (
+    static func run(
+        _ arguments: [String], timeout: TimeInterval = 60
+    ) throws -> (
         status: Int32, stdout: String, stderr: String, timedOut: Bool
     ) {
         let binary = try #require(binary)
@@ -42,8 +44,8 @@ enum Chromium {
         defer { try? FileManager.default.removeItem(at: scratch) }
         let outURL = scratch.appendingPathComponent("stdout")
         let errURL = scratch.appendingPathComponent("stderr")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         let out = try FileHandle(forWritingTo: outURL)
         let err = try FileHandle(forWritingTo: errURL)
         defer {
@@ -126,9 +128,11 @@ struct DashboardTests {
             let down = addresses[2]
             // Some traffic, so counters and latency have values.
             _ = try await LoadDriver.run(port: harness.port, requests: 50, concurrency: 2, group: harness.group)
-            let (status, _) = try await harness.call(
-                "PATCH", "/api/v1/pools/web/backends/\(drained)", body: #"{"state": "draining"}"#)
-            #expect(status == 200)
+            // Percent-encoded the way the page's Drain button sends it (encodeURIComponent: ":" -> "%3A").
+            let encoded = drained.replacingOccurrences(of: ":", with: "%3A")
+            let (status, json) = try await harness.call(
+                "PATCH", "/api/v1/pools/web/backends/\(encoded)", body: #"{"state": "draining"}"#)
+            #expect(status == 200, "\(json.serialized)")
             let settled = try await eventually(within: .seconds(10)) {
                 let backends = try await harness.backendsJSON()
                 return backends[addresses[0]]?["state"] == "up" && backends[drained]?["state"] == "draining"
@@ -152,9 +156,13 @@ struct DashboardTests {
             #expect(dom.stdout.contains(#"class="state s-draining""#))
             #expect(dom.stdout.contains(#"<div id="status" class="">updated"#))
 
-            let screenshot = FileManager.default.temporaryDirectory.appendingPathComponent(
-                "fulcrum-dashboard-\(getpid()).png")
+            // Kept where FULCRUM_DASHBOARD_SCREENSHOT says (to look at it), else a temporary file removed after.
+            let keep = ProcessInfo.processInfo.environment["FULCRUM_DASHBOARD_SCREENSHOT"]
+            let screenshot =
+                keep.map { URL(fileURLWithPath: $0) }
+                ?? FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-dashboard-\(UUID()).png")
             try? FileManager.default.removeItem(at: screenshot)
+            defer { if keep == nil { try? FileManager.default.removeItem(at: screenshot) } }
             let shot = try await offCooperativePool {
                 try Chromium.run([
                     "--virtual-time-budget=5000", "--window-size=1200,800", "--screenshot=\(screenshot.path)", url,
@@ -164,7 +172,7 @@ struct DashboardTests {
             #expect(shot.status == 0, "chromium exited \(shot.status): \(shot.stderr.suffix(2000))")
             let size = (try? FileManager.default.attributesOfItem(atPath: screenshot.path)[.size] as? Int) ?? 0
             #expect(size > 0, "no screenshot at \(screenshot.path)")
-            print("dashboard screenshot: \(screenshot.path) (\(size) bytes)")
+            if keep != nil { print("dashboard screenshot: \(screenshot.path) (\(size) bytes)") }
         }
     }
 }
