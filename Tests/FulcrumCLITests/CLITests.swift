@@ -14,26 +14,8 @@ struct FulcrumProcess {
     }
 
     /// Runs the binary off the cooperative pool (it blocks on the child process and its pipes).
-    static func run(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
-        try await offCooperativePool { try runBlocking(arguments) }
-    }
-
-    static func runBlocking(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Read both pipes to the end before waiting, so a full pipe cannot block the child.
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (
-            process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self)
-        )
+    static func run(_ arguments: [String]) async throws -> ProcessOutput {
+        try await runProcess(binary, arguments)
     }
 }
 

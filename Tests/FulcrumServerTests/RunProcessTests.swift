@@ -103,26 +103,8 @@ struct RunProcessTests {
 /// `fulcrum ctl` against a running `fulcrum run`: scale-out, weight, drain, scale-in, errors.
 @Suite("fulcrum ctl (process)")
 struct CtlProcessTests {
-    /// Runs the fulcrum binary to completion (off the cooperative pool) and captures its output.
-    static func fulcrum(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
-        try await offCooperativePool { try runBlocking(arguments) }
-    }
-
-    private static func runBlocking(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = RunProcessTests.binary
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (
-            process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self)
-        )
+    static func fulcrum(_ arguments: [String]) async throws -> ProcessOutput {
+        try await runProcess(RunProcessTests.binary, arguments)
     }
 
     @Test("ctl lists pools and backends, adds, weighs, drains and removes a backend")

@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import NIOCore
 import NIOPosix
 
@@ -38,5 +39,35 @@ public func offCooperativePool<T: Sendable>(_ body: @escaping @Sendable () throw
         DispatchQueue.global().async {
             continuation.resume(with: Result { try body() })
         }
+    }
+}
+
+/// What a finished child process printed.
+public struct ProcessOutput: Sendable, CustomStringConvertible {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+
+    public var description: String { "exit \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
+}
+
+/// Runs `executable` to completion, off the cooperative pool, and captures both pipes (read to the
+/// end before waiting, so a full pipe cannot block the child).
+public func runProcess(_ executable: URL, _ arguments: [String]) async throws -> ProcessOutput {
+    try await offCooperativePool {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return ProcessOutput(
+            status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+            stderr: String(decoding: stderr, as: UTF8.self))
     }
 }
