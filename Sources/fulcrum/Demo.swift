@@ -24,6 +24,9 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Port of the demo listener on 127.0.0.1 (0 picks a free one).")
     var port: Int = 8080
 
+    @Option(help: "Port of the admin API and dashboard (/ui) on 127.0.0.1 (0 picks a free one).")
+    var adminPort: Int = 9900
+
     @Option(help: "Balancing algorithm: \(AlgorithmKind.allCases.map(\.rawValue).joined(separator: ", ")).")
     var algorithm: String = AlgorithmKind.leastConnections.rawValue
 
@@ -41,7 +44,9 @@ struct Demo: AsyncParsableCommand {
                 "unknown algorithm '\(algorithm)'; one of: \(AlgorithmKind.allCases.map(\.rawValue).joined(separator: ", "))"
             )
         }
-        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535") }
+        guard (0...65535).contains(port), (0...65535).contains(adminPort) else {
+            throw ValidationError("--port and --admin-port must be 0-65535")
+        }
         guard requests.map({ $0 >= 1 }) ?? true, concurrency >= 1 else {
             throw ValidationError("--requests and --concurrency must be at least 1")
         }
@@ -56,13 +61,18 @@ struct Demo: AsyncParsableCommand {
                 backends.append(try await DemoBackend.start(name: name, behavior: behavior, group: group))
             }
             let config = try DemoFleet.config(
-                algorithm: algorithm, port: port, backendPorts: backends.map(\.port))
+                algorithm: algorithm, port: port, adminPort: adminPort, backendPorts: backends.map(\.port))
             let server = try await FulcrumServer.start(config: config, group: group, logger: logger)
             let listenPort = await server.port(ofListener: DemoFleet.listener) ?? port
             let pool = await server.pool(named: DemoFleet.pool)!
             let names = Dictionary(uniqueKeysWithValues: backends.map { ("127.0.0.1:\($0.port)", $0.name) })
             let table = DemoTable(pool: pool, names: names)
             printNow("Fulcrum demo: http://127.0.0.1:\(listenPort)/  (algorithm \(algorithm); Ctrl-C stops)")
+            if let dashboard = await server.adminPort {
+                printNow(
+                    "Dashboard:    http://127.0.0.1:\(dashboard)/ui  (fulcrum ctl --admin http://127.0.0.1:\(dashboard) ...)"
+                )
+            }
             if let requests {
                 try await drive(requests, port: listenPort, server: server, table: table, group: group, logger: logger)
             } else {
@@ -114,8 +124,9 @@ enum DemoFleet {
     ]
 
     /// The embedded default config, read through the same loader as any file.
-    static func config(algorithm: String, port: Int, backendPorts: [Int]) throws -> FulcrumConfig {
+    static func config(algorithm: String, port: Int, adminPort: Int, backendPorts: [Int]) throws -> FulcrumConfig {
         let yaml = """
+            admin: { listen: 127.0.0.1:\(adminPort) }
             pools:
               \(pool):
                 algorithm: \(algorithm)

@@ -86,11 +86,14 @@ struct CLITests {
     @Test("demo --requests drives traffic through four demo backends and prints the final table")
     func demoDrivesRequests() async throws {
         let result = try await FulcrumProcess.run([
-            "demo", "--requests", "200", "--port", "0", "--log-level", "warning",
+            "demo", "--requests", "200", "--port", "0", "--admin-port", "0", "--log-level", "warning",
         ])
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
         #expect(lines.first?.hasPrefix("Fulcrum demo: http://127.0.0.1:") == true, "\(result.stdout)")
+        #expect(
+            lines.contains { $0.hasPrefix("Dashboard:    http://127.0.0.1:") && $0.contains("/ui") }, "\(result.stdout)"
+        )
         for backend in ["alpha", "bravo", "charlie", "delta"] {
             #expect(lines.contains { $0.hasPrefix(backend) }, "\(result.stdout)")
         }
