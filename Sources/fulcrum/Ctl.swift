@@ -233,59 +233,43 @@ struct CtlRemove: AsyncParsableCommand {
     }
 }
 
-/// PATCH helpers: drain, enable, disable and weight all set one field of a backend.
-func patchBackend(
-    _ options: AdminOptions, pool: String, address: String, _ body: [String: Any], done: String
-)
-    async throws
-{
-    let result = try await options.call(
-        "PATCH", "/api/v1/pools/\(pathSegment(pool))/backends/\(pathSegment(address))", body: body)
-    if !options.json { print(done) }
-    printNote(result)
+/// The backend a PATCH command changes: shared by drain, enable, disable and weight.
+struct BackendTarget: ParsableArguments {
+    @OptionGroup var options: AdminOptions
+    @Argument(help: "Pool name.") var pool: String
+    @Argument(help: "Backend address.") var address: String
+
+    /// Sets fields of the backend and says what was done.
+    func patch(_ body: [String: Any], done: String) async throws {
+        let result = try await options.call(
+            "PATCH", "/api/v1/pools/\(pathSegment(pool))/backends/\(pathSegment(address))", body: body)
+        if !options.json { print("\(address) \(done)") }
+        printNote(result)
+    }
 }
 
 struct CtlDrain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drain", abstract: "No new connections to a backend; established ones finish.")
-    @OptionGroup var options: AdminOptions
-    @Argument var pool: String
-    @Argument var address: String
-    func run() async throws {
-        try await patchBackend(
-            options, pool: pool, address: address, ["state": "draining"], done: "\(address) draining")
-    }
+    @OptionGroup var target: BackendTarget
+    func run() async throws { try await target.patch(["state": "draining"], done: "draining") }
 }
 
 struct CtlEnable: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "enable", abstract: "Put a backend back in rotation.")
-    @OptionGroup var options: AdminOptions
-    @Argument var pool: String
-    @Argument var address: String
-    func run() async throws {
-        try await patchBackend(options, pool: pool, address: address, ["state": "enabled"], done: "\(address) enabled")
-    }
+    @OptionGroup var target: BackendTarget
+    func run() async throws { try await target.patch(["state": "enabled"], done: "enabled") }
 }
 
 struct CtlDisable: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "disable", abstract: "Take a backend out of rotation.")
-    @OptionGroup var options: AdminOptions
-    @Argument var pool: String
-    @Argument var address: String
-    func run() async throws {
-        try await patchBackend(
-            options, pool: pool, address: address, ["state": "disabled"], done: "\(address) disabled")
-    }
+    @OptionGroup var target: BackendTarget
+    func run() async throws { try await target.patch(["state": "disabled"], done: "disabled") }
 }
 
 struct CtlWeight: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "weight", abstract: "Set a backend's weight (1-256).")
-    @OptionGroup var options: AdminOptions
-    @Argument var pool: String
-    @Argument var address: String
-    @Argument var weight: Int
-    func run() async throws {
-        try await patchBackend(
-            options, pool: pool, address: address, ["weight": weight], done: "\(address) weight \(weight)")
-    }
+    @OptionGroup var target: BackendTarget
+    @Argument(help: "Weight, 1-256.") var weight: Int
+    func run() async throws { try await target.patch(["weight": weight], done: "weight \(weight)") }
 }

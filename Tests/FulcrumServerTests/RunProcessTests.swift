@@ -18,6 +18,23 @@ struct RunProcessTests {
         return port
     }
 
+    /// Starts `fulcrum run --config FILE` with stderr to `stderr` (or discarded).
+    static func startRun(configFile: String, stderr: URL? = nil, extra: [String] = []) throws -> Process {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["run", "--config", configFile] + extra
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = try stderr.map { try FileHandle(forWritingTo: $0) } ?? FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    /// Stops a child started by `startRun` (if still running) and waits for it, off the cooperative pool.
+    static func stop(_ process: Process) async {
+        if process.isRunning { process.terminate() }
+        _ = try? await offCooperativePool { process.waitUntilExit() }
+    }
+
     static func config(port: Int, backend: String) -> String {
         """
         pools:
@@ -42,15 +59,9 @@ struct RunProcessTests {
             toFile: configFile, atomically: true, encoding: .utf8)
 
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
-        let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = ["run", "--config", configFile]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = try FileHandle(forWritingTo: logFile)
-        try process.run()
+        let process = try Self.startRun(configFile: configFile, stderr: logFile)
         func cleanUp() async {
-            if process.isRunning { process.terminate() }
-            process.waitUntilExit()
+            await Self.stop(process)
             try? await first.stop()
             try? await second.stop()
             try? FileManager.default.removeItem(at: directory)
@@ -124,15 +135,9 @@ struct CtlProcessTests {
             listeners:
               - { name: www, bind: 127.0.0.1:\(port), mode: http, pool: web }
             """.write(toFile: configFile, atomically: true, encoding: .utf8)
-            let process = Process()
-            process.executableURL = RunProcessTests.binary
-            process.arguments = ["run", "--config", configFile, "--log-level", "warning"]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
+            let process = try RunProcessTests.startRun(configFile: configFile, extra: ["--log-level", "warning"])
             func cleanUp() async {
-                if process.isRunning { process.terminate() }
-                process.waitUntilExit()
+                await RunProcessTests.stop(process)
                 try? await first.stop()
                 try? await second.stop()
                 try? FileManager.default.removeItem(at: directory)
