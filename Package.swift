@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // Pure: no NIO, no syscalls. Backends, pools, snapshots, algorithms, health and outlier state.
@@ -66,16 +68,35 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Admin HTTP API: pools and backends, scale-out/in, drain (issue 4; /metrics and /ui to follow).
+        // Admin HTTP API: pools and backends, scale-out/in, drain, /metrics (swift-metrics + swift-prometheus), /ui.
         .target(
             name: "FulcrumAdmin",
             dependencies: [
                 "FulcrumCore", "FulcrumConfig",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Tiny C shim: TUN ioctls, sockaddr_ll, PACKET_VNET_HDR, mmsghdr/recvmmsg/sendmmsg, PACKET_FANOUT, netlink.
+        .target(name: "CFulcrumLinux"),
+        // Packet plane: header parsing/rewriting, checksums, flow table (pure) + IO worker threads (TUN / AF_PACKET).
+        .target(
+            name: "FulcrumPacket",
+            dependencies: ["FulcrumCore", "CFulcrumLinux"],
+            swiftSettings: swiftSettings
+        ),
+        // High availability: VRRPv3 (pure state machine + raw-socket transport), VIP via netlink, GARP, mirroring.
+        .target(
+            name: "FulcrumHA",
+            dependencies: [
+                "FulcrumCore", "CFulcrumLinux",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -121,6 +142,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FulcrumPacketTests", dependencies: ["FulcrumPacket", "FulcrumCore", "CFulcrumLinux"],
+            swiftSettings: swiftSettings),
+        .testTarget(name: "FulcrumHATests", dependencies: ["FulcrumHA", "FulcrumCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FulcrumConfigTests",
             dependencies: ["FulcrumConfig", "FulcrumCore"],

@@ -1,0 +1,6 @@
+import FulcrumHA
+import Testing
+
+@Suite struct FulcrumHAModuleTests {
+    @Test func moduleLinks() { #expect(String(describing: FulcrumHA.self) == "FulcrumHA") }
+}
