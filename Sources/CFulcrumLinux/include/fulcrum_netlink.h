@@ -1,0 +1,2 @@
+// rtnetlink helpers (issue 6).
+#pragma once

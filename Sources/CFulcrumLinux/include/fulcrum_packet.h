@@ -1,0 +1,2 @@
+// Packet-plane helpers (issue 5).
+#pragma once
