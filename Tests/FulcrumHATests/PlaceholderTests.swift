@@ -1,6 +1,0 @@
-import FulcrumHA
-import Testing
-
-@Suite struct FulcrumHAModuleTests {
-    @Test func moduleLinks() { #expect(String(describing: FulcrumHA.self) == "FulcrumHA") }
-}
