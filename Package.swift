@@ -97,6 +97,7 @@ let package = Package(
             dependencies: [
                 "FulcrumCore", "CFulcrumLinux",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

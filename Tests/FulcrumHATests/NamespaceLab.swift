@@ -1,0 +1,105 @@
+import CFulcrumLinux
+import Dispatch
+import Foundation
+import Glibc
+
+let isRoot = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
+
+/// Runs a command to completion off the cooperative pool and returns its status and output.
+@discardableResult
+func command(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(
+                with: Result {
+                    let process = Process()
+                    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                    process.arguments = arguments
+                    let pipe = Pipe()
+                    process.standardOutput = pipe
+                    process.standardError = pipe
+                    try process.run()
+                    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                    process.waitUntilExit()
+                    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+                })
+        }
+    }
+}
+
+/// Polls `condition` every 5 ms until it holds or `timeout` passes; bounded in time.
+func waitFor(_ timeout: Duration, _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(5))
+    }
+    return try await condition()
+}
+
+/// A bridge in its own namespace and one namespace per node with `eth0` on it, named uniquely per process
+/// and deleted by `tearDown()` (call it in a `defer`-like path, also on failure).
+struct NamespaceLab {
+    let bridge: String
+    let nodes: [String]
+
+    init(tag: String, nodeCount: Int) {
+        let pid = getpid()
+        bridge = "fha\(tag)br\(pid)"
+        nodes = (0..<nodeCount).map { "fha\(tag)n\($0)-\(pid)" }
+    }
+
+    func netnsPath(_ node: Int) -> String { "/var/run/netns/\(nodes[node])" }
+
+    /// Builds the topology; node i gets 10.201.0.(2+i)/24 and MAC 02:00:00:00:01:0(2+i).
+    func setUp() async throws {
+        try await run("ip", "netns", "add", bridge)
+        try await run("ip", "-n", bridge, "link", "add", "br0", "type", "bridge")
+        try await run("ip", "-n", bridge, "link", "set", "br0", "up")
+        for (i, ns) in nodes.enumerated() {
+            try await run("ip", "netns", "add", ns)
+            try await run("ip", "-n", ns, "link", "set", "lo", "up")
+            try await run(
+                "ip", "-n", bridge, "link", "add", "p\(i)", "type", "veth", "peer", "name", "eth0", "netns", ns)
+            try await run("ip", "-n", bridge, "link", "set", "p\(i)", "master", "br0", "up")
+            try await run("ip", "-n", ns, "link", "set", "eth0", "address", "02:00:00:00:01:0\(2 + i)")
+            try await run("ip", "-n", ns, "addr", "add", "\(address(i))/24", "dev", "eth0")
+            try await run("ip", "-n", ns, "link", "set", "eth0", "up")
+        }
+    }
+
+    func address(_ node: Int) -> String { "10.201.0.\(2 + node)" }
+
+    func tearDown() async {
+        for ns in nodes + [bridge] { _ = try? await command(["ip", "netns", "delete", ns]) }
+    }
+
+    /// Whether `address` is on node's eth0.
+    func holds(_ node: Int, _ address: String) async throws -> Bool {
+        let (_, output) = try await command(["ip", "-n", nodes[node], "-4", "-o", "addr", "show", "dev", "eth0"])
+        return output.contains(" \(address)/")
+    }
+
+    /// The node's neighbour entry for `address` (`ip neigh` line), nil when it has none.
+    func neighbour(_ node: Int, _ address: String) async throws -> String? {
+        let (_, output) = try await command(["ip", "-n", nodes[node], "neigh", "show", address, "dev", "eth0"])
+        return output.isEmpty ? nil : output
+    }
+
+    func setLink(_ node: Int, up: Bool) async throws {
+        try await run("ip", "-n", nodes[node], "link", "set", "eth0", up ? "up" : "down")
+    }
+
+    func run(_ arguments: String...) async throws {
+        let (status, output) = try await command(arguments)
+        if status != 0 { throw LabError(message: "\(arguments.joined(separator: " ")): \(output)") }
+    }
+}
+
+struct LabError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+/// setns(2) for the test threads, through the same helper the service uses.
+func fulcrumEnterNetns(_ path: UnsafePointer<CChar>) -> Int32 { fulcrum_enter_netns(path) }
