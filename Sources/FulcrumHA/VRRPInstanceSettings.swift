@@ -50,6 +50,10 @@ public struct VRRPInstanceSettings: Sendable {
     /// This node's address on the interface (advert source, tie-breaker); nil: its first IPv4 address that is
     /// not a virtual one.
     public var primaryAddress: IPAddress?
+    /// A command run on each state change with the new state (`master`, `backup`, `initialize`) appended.
+    public var notify: String?
+    /// How long a notify command may run before it is killed.
+    public var notifyTimeout: Duration
     /// Run in the network namespace at this path (`/var/run/netns/NAME`); nil: the process's own.
     public var networkNamespacePath: String?
 
@@ -57,7 +61,8 @@ public struct VRRPInstanceSettings: Sendable {
         interface: String, virtualRouterId: Int, priority: Int = 100, advertInterval: Duration = .seconds(1),
         virtualAddresses: [VRRPVirtualAddress], preempt: Bool = true, preemptDelay: Duration = .zero,
         unicastPeers: [IPAddress] = [], trackWeight: Int = 0, gratuitousARPRepeat: Int = 5,
-        gratuitousARPRefresh: Duration? = nil, primaryAddress: IPAddress? = nil, networkNamespacePath: String? = nil
+        gratuitousARPRefresh: Duration? = nil, primaryAddress: IPAddress? = nil, notify: String? = nil,
+        notifyTimeout: Duration = .seconds(10), networkNamespacePath: String? = nil
     ) {
         self.interface = interface
         self.virtualRouterId = virtualRouterId
@@ -71,6 +76,8 @@ public struct VRRPInstanceSettings: Sendable {
         self.gratuitousARPRepeat = gratuitousARPRepeat
         self.gratuitousARPRefresh = gratuitousARPRefresh
         self.primaryAddress = primaryAddress
+        self.notify = notify
+        self.notifyTimeout = notifyTimeout
         self.networkNamespacePath = networkNamespacePath
     }
 

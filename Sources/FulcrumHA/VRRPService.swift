@@ -24,6 +24,10 @@ public final class VRRPService: Service, Sendable {
         public var drops = VRRPDropCounters()
         /// Failed sends, address changes or announcements (each also logged).
         public var systemErrors: UInt64 = 0
+        /// Notify commands started, failed (non-zero exit or no start) and killed at their timeout.
+        public var notifyStarted = 0
+        public var notifyFailed = 0
+        public var notifyTimedOut = 0
     }
 
     private struct Control {
@@ -37,6 +41,7 @@ public final class VRRPService: Service, Sendable {
     public let settings: VRRPInstanceSettings
     private let logger: Logger
     private let control = Mutex(Control())
+    private let notifier: VRRPNotifier?
 
     public init(settings: VRRPInstanceSettings, logger: Logger = Logger(label: "fulcrum.ha")) {
         self.settings = settings
@@ -44,9 +49,18 @@ public final class VRRPService: Service, Sendable {
         logger[metadataKey: "vrrp.vrid"] = "\(settings.virtualRouterId)"
         logger[metadataKey: "vrrp.interface"] = "\(settings.interface)"
         self.logger = logger
+        notifier = settings.notify.map { VRRPNotifier(command: $0, timeout: settings.notifyTimeout, logger: logger) }
     }
 
-    public var status: Status { control.withLock { $0.status } }
+    public var status: Status {
+        var status = control.withLock { $0.status }
+        if let counts = notifier?.snapshot {
+            status.notifyStarted = counts.started
+            status.notifyFailed = counts.failed
+            status.notifyTimedOut = counts.timedOut
+        }
+        return status
+    }
 
     /// Tracking: while `failing`, the router's priority is lowered by `trackWeight` (a master re-advertises
     /// at once, so a healthier backup can preempt).
@@ -153,6 +167,7 @@ public final class VRRPService: Service, Sendable {
                 case .stateChanged(let from, let to):
                     logger.info("VRRP state changed", metadata: ["from": "\(from)", "to": "\(to)"])
                     if to != .master { nextRefresh = nil }
+                    notifier?.notify(to)
                     control.withLock { $0.status.transitions += 1 }
                 case .armTimer, .cancelTimer:
                     break  // the machine keeps its deadline; the loop below polls until it

@@ -130,6 +130,38 @@ struct VRRPNamespaceTests {
         #expect(try await !lab.holds(1, vip), "B gave the address back on stop")
     }
 
+    /// keepalived's `unicast_peer`: no multicast at all, each node advertises to the other's address.
+    @Test func unicastPeersElectAndHandOver() async throws {
+        let lab = NamespaceLab(tag: "u", nodeCount: 2)
+        await lab.tearDown()
+        do {
+            try await lab.setUp()
+            var first = settings(lab, node: 0, priority: 200)
+            first.unicastPeers = [IPAddress(lab.address(1))!]
+            var second = settings(lab, node: 1, priority: 100)
+            second.unicastPeers = [IPAddress(lab.address(0))!]
+            let a = Running(first)
+            let b = Running(second)
+            defer {
+                a.task.cancel()
+                b.task.cancel()
+            }
+            #expect(
+                await waitFor(.seconds(5)) { a.service.status.state == .master && b.service.status.state == .backup })
+            #expect(await waitFor(.seconds(2)) { b.service.status.advertsReceived >= 3 })
+            #expect(b.service.status.drops.total == 0, "\(b.service.status.drops)")
+            #expect(try await lab.holds(0, vip))
+            try await a.stop()
+            #expect(await waitFor(.seconds(2)) { b.service.status.state == .master })
+            #expect(try await lab.holds(1, vip))
+            try await b.stop()
+        } catch {
+            await lab.tearDown()
+            throw error
+        }
+        await lab.tearDown()
+    }
+
     @Test func badAdvertsAreCountedAndIgnored() async throws {
         let lab = NamespaceLab(tag: "b", nodeCount: 2)
         await lab.tearDown()

@@ -1,0 +1,41 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import FulcrumHA
+
+@Suite struct VRRPNotifierTests {
+    private let logger = Logger(label: "fulcrum.ha.test")
+
+    @Test func runsTheCommandWithTheNewStateInOrder() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("fha-notify-\(getpid())")
+        try? FileManager.default.removeItem(at: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let notifier = VRRPNotifier(command: "echo >> \(file.path)", timeout: .seconds(5), logger: logger)
+        notifier.notify(.backup)
+        notifier.notify(.master)
+        notifier.notify(.initialize)
+        let ran = await waitFor(.seconds(10)) {
+            notifier.snapshot.started == 3 && notifier.snapshot == .init(started: 3)
+        }
+        #expect(ran, "\(notifier.snapshot)")
+        #expect(
+            await waitFor(.seconds(5)) {
+                (try? String(contentsOf: file, encoding: .utf8)) == "backup\nmaster\ninitialize\n"
+            })
+    }
+
+    @Test func aSlowCommandIsKilledAtItsTimeoutAndAFailureIsCounted() async {
+        let slow = VRRPNotifier(command: "exec sleep 30 #", timeout: .milliseconds(100), logger: logger)
+        let clock = ContinuousClock()
+        let start = clock.now
+        slow.notify(.master)
+        #expect(await waitFor(.seconds(5)) { slow.snapshot.timedOut == 1 })
+        #expect(clock.now - start < .seconds(5))
+
+        let failing = VRRPNotifier(command: "exit 3 #", timeout: .seconds(5), logger: logger)
+        failing.notify(.backup)
+        #expect(await waitFor(.seconds(5)) { failing.snapshot.failed == 1 })
+        #expect(failing.snapshot.timedOut == 0)
+    }
+}
