@@ -208,7 +208,12 @@ public final class VRRPService: Service, Sendable {
             fds[0].revents = 0
             fds[1].revents = 0
             let ready = poll(&fds, nfds_t(fds.count), waitMillis)
-            if ready < 0 && errno != EINTR { throw VRRPSystemError(operation: "poll", errno: errno) }
+            if ready < 0 && errno != EINTR {
+                let error = VRRPSystemError(operation: "poll", errno: errno)
+                // Give the role up cleanly (priority 0, addresses removed) rather than hold it blind.
+                perform(machine.handle(.shutdown, now: monotonicNanos()), now: monotonicNanos())
+                throw error
+            }
             if fds[1].revents != 0 {
                 var drain = [UInt8](repeating: 0, count: 64)
                 while read(pipeEnds[0], &drain, drain.count) > 0 {}

@@ -162,6 +162,36 @@ struct VRRPNamespaceTests {
         await lab.tearDown()
     }
 
+    /// The address owner (255) is master at once, and re-announces the address on the refresh period: a
+    /// neighbour whose entry went wrong is corrected without asking.
+    @Test func theOwnerIsMasterAtOnceAndRefreshesItsAnnouncement() async throws {
+        let lab = NamespaceLab(tag: "o", nodeCount: 2)  // node 1 is a client
+        await lab.tearDown()
+        do {
+            try await lab.setUp()
+            var owner = settings(lab, node: 0, priority: 255)
+            owner.gratuitousARPRefresh = .milliseconds(200)
+            let a = Running(owner)
+            defer { a.task.cancel() }
+            #expect(await waitFor(.seconds(2)) { a.service.status.state == .master })
+            #expect(try await lab.holds(0, vip))
+            try await lab.run("ip", "netns", "exec", lab.nodes[1], "sysctl", "-qw", "net.ipv4.neigh.eth0.locktime=0")
+            try await lab.run(
+                "ip", "-n", lab.nodes[1], "neigh", "replace", vip, "lladdr", "02:00:00:00:09:09", "dev", "eth0", "nud",
+                "stale")
+            #expect(
+                try await waitFor(.seconds(2)) {
+                    try await lab.neighbour(1, vip)?.contains("02:00:00:00:01:02") == true
+                })
+            try await a.stop()
+            #expect(try await !lab.holds(0, vip))
+        } catch {
+            await lab.tearDown()
+            throw error
+        }
+        await lab.tearDown()
+    }
+
     @Test func badAdvertsAreCountedAndIgnored() async throws {
         let lab = NamespaceLab(tag: "b", nodeCount: 2)
         await lab.tearDown()
