@@ -43,6 +43,10 @@ public struct VRRPInstanceSettings: Sendable {
     /// Send adverts to these addresses instead of 224.0.0.18 (keepalived's `unicast_peer`).
     public var unicastPeers: [IPAddress]
     public var trackWeight: Int
+    /// Whether the master puts the addresses on the interface. False when the packet plane serves them
+    /// itself (DSR/tunnel modes keep the VIP off the kernel): then only the announcements and `onTransition`
+    /// move them.
+    public var managesAddresses: Bool
     /// Gratuitous ARPs sent per virtual address on becoming master (keepalived's garp_master_repeat is 5).
     public var gratuitousARPRepeat: Int
     /// Re-announce the addresses this often while master; nil: only on becoming master.
@@ -60,7 +64,8 @@ public struct VRRPInstanceSettings: Sendable {
     public init(
         interface: String, virtualRouterId: Int, priority: Int = 100, advertInterval: Duration = .seconds(1),
         virtualAddresses: [VRRPVirtualAddress], preempt: Bool = true, preemptDelay: Duration = .zero,
-        unicastPeers: [IPAddress] = [], trackWeight: Int = 0, gratuitousARPRepeat: Int = 5,
+        unicastPeers: [IPAddress] = [], trackWeight: Int = 0, managesAddresses: Bool = true,
+        gratuitousARPRepeat: Int = 5,
         gratuitousARPRefresh: Duration? = nil, primaryAddress: IPAddress? = nil, notify: String? = nil,
         notifyTimeout: Duration = .seconds(10), networkNamespacePath: String? = nil
     ) {
@@ -73,6 +78,7 @@ public struct VRRPInstanceSettings: Sendable {
         self.preemptDelay = preemptDelay
         self.unicastPeers = unicastPeers
         self.trackWeight = trackWeight
+        self.managesAddresses = managesAddresses
         self.gratuitousARPRepeat = gratuitousARPRepeat
         self.gratuitousARPRefresh = gratuitousARPRefresh
         self.primaryAddress = primaryAddress

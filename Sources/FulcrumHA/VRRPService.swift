@@ -43,8 +43,16 @@ public final class VRRPService: Service, Sendable {
     private let control = Mutex(Control())
     private let notifier: VRRPNotifier?
 
-    public init(settings: VRRPInstanceSettings, logger: Logger = Logger(label: "fulcrum.ha")) {
+    private let onTransition: (@Sendable (VRRPStateMachine.State) -> Void)?
+
+    /// - Parameter onTransition: called on the router's thread after each state change (keep it short): the
+    ///   packet plane uses it to start or stop answering ARP for addresses it serves without the kernel.
+    public init(
+        settings: VRRPInstanceSettings, logger: Logger = Logger(label: "fulcrum.ha"),
+        onTransition: (@Sendable (VRRPStateMachine.State) -> Void)? = nil
+    ) {
         self.settings = settings
+        self.onTransition = onTransition
         var logger = logger
         logger[metadataKey: "vrrp.vrid"] = "\(settings.virtualRouterId)"
         logger[metadataKey: "vrrp.interface"] = "\(settings.interface)"
@@ -152,6 +160,7 @@ public final class VRRPService: Service, Sendable {
                         }
                     }
                 case .addVirtualAddresses, .removeVirtualAddresses:
+                    guard settings.managesAddresses else { break }
                     let present = action == .addVirtualAddresses
                     for vip in settings.virtualAddresses {
                         if let code = link.setAddress(vip, present: present) {
@@ -168,6 +177,7 @@ public final class VRRPService: Service, Sendable {
                     logger.info("VRRP state changed", metadata: ["from": "\(from)", "to": "\(to)"])
                     if to != .master { nextRefresh = nil }
                     notifier?.notify(to)
+                    onTransition?(to)
                     control.withLock { $0.status.transitions += 1 }
                 case .armTimer, .cancelTimer:
                     break  // the machine keeps its deadline; the loop below polls until it

@@ -2,6 +2,7 @@ import Foundation
 import FulcrumCore
 import Glibc
 import Logging
+import Synchronization
 import Testing
 
 @testable import FulcrumHA
@@ -185,6 +186,34 @@ struct VRRPNamespaceTests {
                 })
             try await a.stop()
             #expect(try await !lab.holds(0, vip))
+        } catch {
+            await lab.tearDown()
+            throw error
+        }
+        await lab.tearDown()
+    }
+
+    /// With the packet plane serving the address, the master leaves the kernel alone and reports its
+    /// transitions through `onTransition`.
+    @Test func withoutManagingAddressesOnlyTransitionsAreReported() async throws {
+        let lab = NamespaceLab(tag: "m", nodeCount: 1)
+        await lab.tearDown()
+        do {
+            try await lab.setUp()
+            var unmanaged = settings(lab, node: 0, priority: 100)
+            unmanaged.managesAddresses = false
+            let seen = Mutex<[VRRPStateMachine.State]>([])
+            var logger = Logger(label: "fulcrum.ha.test")
+            logger.logLevel = .warning
+            let service = VRRPService(settings: unmanaged, logger: logger) { state in seen.withLock { $0.append(state) }
+            }
+            let task = Task { try await service.run() }
+            defer { task.cancel() }
+            #expect(await waitFor(.seconds(3)) { service.status.state == .master })
+            #expect(try await !lab.holds(0, vip))
+            task.cancel()
+            try await task.value
+            #expect(seen.withLock { $0 } == [.backup, .master, .initialize])
         } catch {
             await lab.tearDown()
             throw error
