@@ -105,6 +105,8 @@ let package = Package(
             name: "FulcrumServer",
             dependencies: [
                 "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

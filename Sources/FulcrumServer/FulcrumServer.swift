@@ -51,6 +51,7 @@ public actor FulcrumServer: Service {
     public static func start(
         config: FulcrumConfig, configPath: String? = nil, group: any EventLoopGroup, logger: Logger
     ) async throws -> FulcrumServer {
+        _ = MetricsBootstrap.registry
         let server = FulcrumServer(config: config, configPath: configPath, group: group, logger: logger)
         if let stateFile = config.admin?.stateFile {
             await server.loadState(from: stateFile)
@@ -139,6 +140,7 @@ public actor FulcrumServer: Service {
         } catch {
             logger.error(
                 "reload rejected: cannot read config", metadata: ["file": .string(configPath), "error": "\(error)"])
+            ControlPlaneMetrics.reload(applied: false)
             return false
         }
         do {
@@ -149,6 +151,7 @@ public actor FulcrumServer: Service {
                 logger.error("reload rejected: \(diagnostic)", metadata: ["file": .string(configPath)])
             }
             logger.error("reload rejected; the running config keeps serving")
+            ControlPlaneMetrics.reload(applied: false)
             return false
         }
     }
@@ -160,12 +163,14 @@ public actor FulcrumServer: Service {
     public func reload(_ newConfig: FulcrumConfig) async -> Bool {
         do {
             try await apply(newConfig, initial: false)
+            ControlPlaneMetrics.reload(applied: true)
             logger.info(
                 "config reloaded",
                 metadata: ["pools": "\(newConfig.pools.count)", "listeners": "\(newConfig.listeners.count)"])
             return true
         } catch {
             logger.error("reload failed; the running config keeps serving", metadata: ["error": "\(error)"])
+            ControlPlaneMetrics.reload(applied: false)
             return false
         }
     }
@@ -189,7 +194,7 @@ public actor FulcrumServer: Service {
             {
                 newAccessLog = running
             } else {
-                newAccessLog = try AccessLog.open(logConfig)
+                newAccessLog = try AccessLog.open(logConfig) { ControlPlaneMetrics.accessLogDropped($0) }
                 replacedLog = accessLog
             }
         } else {
@@ -201,7 +206,10 @@ public actor FulcrumServer: Service {
         for poolConfig in newConfig.pools where poolsByName[poolConfig.name] == nil {
             let pool = try Pool(
                 name: poolConfig.name, settings: poolConfig.poolSettings, backends: poolConfig.backendSpecs, now: now)
-            pool.addObserver { [logger] pool, events in PoolEventText.log(events, of: pool, to: logger) }
+            pool.addObserver { [logger] pool, events in
+                PoolEventText.log(events, of: pool, to: logger)
+                ControlPlaneMetrics.record(events, pool: pool.name)
+            }
             newPools[poolConfig.name] = pool
         }
         func pool(_ name: String) -> Pool? { poolsByName[name] ?? newPools[name] }
