@@ -204,7 +204,8 @@ let package = Package(
             name: "FulcrumServerTests",
             dependencies: [
                 "FulcrumTestSupport",
-                "FulcrumAdmin", "FulcrumServer", "FulcrumProxy", "FulcrumCore", "FulcrumConfig", "FulcrumDemo", "fulcrum",
+                "FulcrumAdmin", "FulcrumServer", "FulcrumProxy", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
+                "fulcrum",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -24,7 +24,8 @@ public enum ControlPlaneMetrics {
     /// One admin API call that may change something (POST, PATCH, DELETE, PUT), by method and status.
     public static func adminWrite(method: String, status: Int) {
         Counter(
-            label: "fulcrum_admin_writes_total", dimensions: [("method", method.uppercased()), ("status", String(status))]
+            label: "fulcrum_admin_writes_total",
+            dimensions: [("method", method.uppercased()), ("status", String(status))]
         )
         .increment()
     }

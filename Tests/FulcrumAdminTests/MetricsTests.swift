@@ -148,8 +148,9 @@ struct MetricsTests {
                 return (try parseExposition(text), text)
             }
             func value(_ samples: [MetricSample], _ name: String, _ labels: [String: String]) -> Double? {
-                samples.first { sample in sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value } }?
-                    .value
+                samples.first { sample in sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value }
+                }?
+                .value
             }
             let backendLabels = ["pool": "web", "backend": harness.addresses[0]]
             let before = try await scrape()

@@ -14,7 +14,8 @@ struct AccessLogConfigTests {
             access_log: { path: /var/log/fulcrum/access.log, format: text, buffer_lines: 1024 }
             pools: { web: { backends: [10.0.0.1:80] } }
             """)
-        #expect(full.accessLog == AccessLogConfig(path: "/var/log/fulcrum/access.log", format: .text, bufferLines: 1024))
+        #expect(
+            full.accessLog == AccessLogConfig(path: "/var/log/fulcrum/access.log", format: .text, bufferLines: 1024))
         let defaults = try loadValid(
             """
             access_log: { path: access.log }
@@ -33,8 +34,12 @@ struct AccessLogConfigTests {
             pools: { web: { backends: [10.0.0.1:80] } }
             """)
         #expect(lines.contains { $0.hasPrefix("access_log.path: required key is missing (line 2") }, "\(lines)")
-        #expect(lines.contains("access_log.format: unknown access log format 'xml' (expected one of: json, text) (line 2, column 11)"), "\(lines)")
-        #expect(lines.contains { $0.hasPrefix("access_log.buffer_lines: must be ≥ 16 (line 3, column 17)") }, "\(lines)")
+        #expect(
+            lines.contains(
+                "access_log.format: unknown access log format 'xml' (expected one of: json, text) (line 2, column 11)"),
+            "\(lines)")
+        #expect(
+            lines.contains { $0.hasPrefix("access_log.buffer_lines: must be ≥ 16 (line 3, column 17)") }, "\(lines)")
         #expect(lines.contains { $0.hasPrefix("access_log.rotate:") && $0.contains("line 4") }, "\(lines)")
     }
 

@@ -1,5 +1,5 @@
-import FulcrumConfig
 import Foundation
+import FulcrumConfig
 import Synchronization
 
 #if canImport(Glibc)

@@ -99,7 +99,9 @@ public enum AccessLogFormatter {
     }
 
     private static func two(_ value: Int) -> String { value < 10 ? "0\(value)" : String(value) }
-    private static func three(_ value: Int) -> String { value < 10 ? "00\(value)" : value < 100 ? "0\(value)" : String(value) }
+    private static func three(_ value: Int) -> String {
+        value < 10 ? "00\(value)" : value < 100 ? "0\(value)" : String(value)
+    }
     private static func format4(_ value: Int) -> String {
         let text = String(value)
         return String(repeating: "0", count: max(0, 4 - text.count)) + text

@@ -620,7 +620,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     /// After the response: next request, or close.
     private func complete(_ exchange: HTTPExchange, written: EventLoopFuture<Void>) {
-        exchange.logAccess(route, client: clientAddress, outcome: exchange.localStatus == nil ? .completed : .proxyAnswered)
+        exchange.logAccess(
+            route, client: clientAddress, outcome: exchange.localStatus == nil ? .completed : .proxyAnswered)
         exchange.phase = .finished
         hadRequest = true
         guard self.exchange === exchange else { return }
