@@ -1,6 +1,7 @@
 import Foundation
 import FulcrumConfig
 import NIOCore
+import Synchronization
 import Testing
 
 @testable import FulcrumProxy
@@ -24,7 +25,10 @@ struct AccessLogTests {
         let path = Self.temporaryPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         // The writer is not started yet: nothing drains the queue, like a disk that stalls.
-        let log = try AccessLog(AccessLogConfig(path: path, format: .json, bufferLines: 16))
+        let reported = Atomic<UInt64>(0)
+        let log = try AccessLog(AccessLogConfig(path: path, format: .json, bufferLines: 16)) {
+            reported.wrappingAdd($0, ordering: .relaxed)
+        }
         let started = ContinuousClock.now
         for index in 0..<100 { log.record(Self.record(index)) }
         #expect(ContinuousClock.now - started < .seconds(1), "recording must not wait for the writer")
@@ -33,6 +37,8 @@ struct AccessLogTests {
         log.start()
         log.close()
         #expect(log.written == 16)
+        // The writer reports drops (the server turns them into fulcrum_access_log_dropped_lines_total).
+        #expect(reported.load(ordering: .relaxed) == 84)
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 16)
         // The first 16 were kept, in order.

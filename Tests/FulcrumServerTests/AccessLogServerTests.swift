@@ -197,4 +197,44 @@ struct AccessLogServerTests {
             #expect(fresh.contains("/second") && !fresh.contains("/first"))
         }
     }
+    @Test("reload: a new path takes the new lines; a path that cannot be opened rejects the reload")
+    func reloadSwitchesFiles() async throws {
+        let first = Self.temporaryPath()
+        let second = Self.temporaryPath()
+        defer {
+            try? FileManager.default.removeItem(atPath: first)
+            try? FileManager.default.removeItem(atPath: second)
+        }
+        func yaml(_ path: String, _ backend: String) -> String {
+            """
+            access_log: { path: \(path) }
+            pools:
+              web: { backends: [\(backend)] }
+            listeners:
+              - { name: www, bind: 127.0.0.1:0, mode: http, pool: web }
+            """
+        }
+        try await ServerHarness.with(backends: [DemoBehavior()]) {
+            yaml(first, $0[0])
+        } _: { harness in
+            let firstLog = try #require(await harness.server.currentAccessLog)
+            #expect(try await harness.get("/before").status == 200)
+            #expect(await eventually { firstLog.written >= 1 })
+
+            let unopenable = try ConfigLoader.load(
+                yaml: yaml("/nonexistent-\(UUID())/access.log", harness.addresses[0]))
+            #expect(await harness.server.reload(unopenable) == false)
+            #expect(await harness.server.currentAccessLog === firstLog)
+
+            #expect(await harness.server.reload(try ConfigLoader.load(yaml: yaml(second, harness.addresses[0]))))
+            let secondLog = try #require(await harness.server.currentAccessLog)
+            #expect(secondLog !== firstLog)
+            #expect(try await harness.get("/after").status == 200)
+            #expect(await eventually { secondLog.written >= 1 })
+            let old = try String(contentsOfFile: first, encoding: .utf8)
+            let new = try String(contentsOfFile: second, encoding: .utf8)
+            #expect(old.contains("/before") && !old.contains("/after"))
+            #expect(new.contains("/after") && !new.contains("/before"))
+        }
+    }
 }
