@@ -201,6 +201,12 @@ public actor FulcrumServer: Service {
             newAccessLog = nil
             replacedLog = accessLog
         }
+        var accessLogCommitted = false
+        defer {
+            // A config that fails further on must not leave a second writer thread running. The writer
+            // has nothing queued yet, so this close is immediate.
+            if !accessLogCommitted, let newAccessLog, newAccessLog !== accessLog { newAccessLog.close() }
+        }
         // Build new pools and bind new listeners first, so a failure leaves the running state untouched.
         var newPools: [String: Pool] = [:]
         for poolConfig in newConfig.pools where poolsByName[poolConfig.name] == nil {
@@ -237,7 +243,6 @@ public actor FulcrumServer: Service {
             }
         } catch {
             for listener in bound.values { await listener.shutdown(grace: .zero) }
-            if let newAccessLog, newAccessLog !== accessLog { await newAccessLog.closeAsync() }
             throw error
         }
 
@@ -274,6 +279,7 @@ public actor FulcrumServer: Service {
         for name in poolsByName.keys where !keptPools.contains(name) { poolsByName[name] = nil }
         config = fileConfig
         accessLog = newAccessLog
+        accessLogCommitted = true
         if let replacedLog {
             // Connections that started before the reload keep their route, and its log, until they end.
             let grace = newConfig.listeners.map(\.timeouts.drain).max() ?? .zero
