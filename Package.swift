@@ -106,6 +106,8 @@ let package = Package(
             name: "FulcrumServer",
             dependencies: [
                 "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -203,7 +205,8 @@ let package = Package(
             name: "FulcrumServerTests",
             dependencies: [
                 "FulcrumTestSupport",
-                "FulcrumAdmin", "FulcrumServer", "FulcrumCore", "FulcrumConfig", "FulcrumDemo", "fulcrum",
+                "FulcrumAdmin", "FulcrumServer", "FulcrumProxy", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
+                "fulcrum",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

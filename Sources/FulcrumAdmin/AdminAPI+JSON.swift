@@ -38,6 +38,8 @@ extension AdminAPI {
             ("active_connections", .int(stats.active)),
             ("requests", .int(Int(clamping: stats.totalRequests.load(ordering: .relaxed)))),
             ("errors", .int(Int(clamping: stats.failures.load(ordering: .relaxed)))),
+            ("bytes_sent", .int(Int(clamping: stats.bytesSent.load(ordering: .relaxed)))),
+            ("bytes_received", .int(Int(clamping: stats.bytesReceived.load(ordering: .relaxed)))),
             ("latency_p50_ms", milliseconds(stats.latency.quantile(0.5))),
             ("latency_p99_ms", milliseconds(stats.latency.quantile(0.99))),
             ("last_check", lastCheck),

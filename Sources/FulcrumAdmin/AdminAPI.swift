@@ -1,6 +1,7 @@
 import FulcrumConfig
 import FulcrumCore
 import NIOCore
+import Prometheus
 
 /// The admin API's routes, independent of HTTP: a request in, a JSON response out. `AdminServer` feeds it;
 /// tests can call it directly.
@@ -29,15 +30,21 @@ public struct AdminAPI: Sendable {
 
     /// Answers one request. Never throws: every failure is an error response.
     public func handle(_ request: AdminRequest) async -> AdminResponse {
+        let response: AdminResponse
         do {
-            return try await route(request)
+            response = try await route(request)
         } catch let refusal as AdminRefusal {
-            return refusal.response
+            response = refusal.response
         } catch let error as AdminError {
-            return Self.response(for: error)
+            response = Self.response(for: error)
         } catch {
-            return .error(500, "internal", "\(error)")
+            response = .error(500, "internal", "\(error)")
         }
+        let method = request.method.uppercased()
+        if method == "POST" || method == "PATCH" || method == "DELETE" || method == "PUT" {
+            ControlPlaneMetrics.adminWrite(method: method, status: response.status)
+        }
+        return response
     }
 
     /// `/metrics` (Prometheus text format) and `/ui` (the dashboard): reads, open like the other reads.
@@ -48,7 +55,9 @@ public struct AdminAPI: Sendable {
         }
         if let refusal = authorize(request, isWrite: false) { return refusal }
         if path == "/metrics" {
-            let text = MetricsExposition.render(pools: await control.pools(), listeners: await control.listeners())
+            var text = MetricsExposition.render(pools: await control.pools(), listeners: await control.listeners())
+            // The control-plane series swift-metrics collected (names distinct from the ones above).
+            if let registry = await control.metricsRegistry { text += registry.emitToString() }
             return AdminResponse(status: 200, text: text, contentType: MetricsExposition.contentType)
         }
         return AdminResponse(status: 200, text: Dashboard.html, contentType: "text/html; charset=utf-8")

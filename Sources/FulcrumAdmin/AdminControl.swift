@@ -1,4 +1,5 @@
 import FulcrumCore
+import Prometheus
 
 /// What the admin API can read and change in a running balancer. `FulcrumServer` implements it;
 /// the API, `/metrics` and `/ui` only talk to this protocol, so they never depend on the server.
@@ -22,6 +23,13 @@ public protocol AdminControl: Sendable {
     func setWeight(pool: String, endpoint: Endpoint, weight: Int) async throws(AdminError) -> ChangeResult
     /// `enabled`, `draining` or `disabled`.
     func setAdminState(pool: String, endpoint: Endpoint, state: AdminState) async throws(AdminError) -> ChangeResult
+    /// The registry the process bootstrapped swift-metrics with; `/metrics` appends what it holds
+    /// (control-plane counters) to the per-backend series. Nil when metrics were not bootstrapped.
+    var metricsRegistry: PrometheusCollectorRegistry? { get async }
+}
+
+extension AdminControl {
+    public var metricsRegistry: PrometheusCollectorRegistry? { nil }
 }
 
 /// A proxy listener as the admin API and metrics show it.

@@ -67,6 +67,14 @@ public enum MetricsExposition {
         perBackend("fulcrum_backend_connect_errors_total", "counter", "Failed connection attempts.") {
             Double($0.backend.stats.connectErrors.load(ordering: .relaxed))
         }
+        perBackend(
+            "fulcrum_backend_sent_bytes_total", "counter",
+            "Bytes relayed to the backend (TCP payload, HTTP request bodies)."
+        ) { Double($0.backend.stats.bytesSent.load(ordering: .relaxed)) }
+        perBackend(
+            "fulcrum_backend_received_bytes_total", "counter",
+            "Bytes relayed from the backend (TCP payload, HTTP response bodies)."
+        ) { Double($0.backend.stats.bytesReceived.load(ordering: .relaxed)) }
         perBackend("fulcrum_backend_failures_total", "counter", "Failed requests and connections.") {
             Double($0.backend.stats.failures.load(ordering: .relaxed))
         }

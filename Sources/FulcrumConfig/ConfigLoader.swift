@@ -8,7 +8,7 @@ import Yams
 /// path and line:column, and unknown keys are errors instead of being ignored.
 public enum ConfigLoader {
     static let rootKeys = [
-        "version", "workers", "admin", "pools", "listeners", "virtual_services", "ha", "cluster",
+        "version", "workers", "admin", "pools", "listeners", "virtual_services", "ha", "cluster", "access_log",
     ]
 
     /// Deeper nesting than this is refused before parsing: the YAML composer recurses once per level.
@@ -69,6 +69,9 @@ public enum ConfigLoader {
         config.workers = map.int("workers", in: 1...1024)
         if let adminNode = map.entry("admin")?.value {
             config.admin = AdminConfig.decode(adminNode, at: .root.key("admin"), context: context)
+        }
+        if let accessLogNode = map.value("access_log") {
+            config.accessLog = AccessLogConfig.decode(accessLogNode, at: .root.key("access_log"), context: context)
         }
 
         var catalog = PoolCatalog(names: [], pools: [:])

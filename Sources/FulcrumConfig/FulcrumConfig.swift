@@ -19,11 +19,13 @@ public struct FulcrumConfig: Sendable, Equatable {
     public var cluster: ClusterConfig?
     /// Event-loop threads; nil means one per core.
     public var workers: Int?
+    /// The access log (`access_log:`); nil (the default) writes none.
+    public var accessLog: AccessLogConfig?
 
     public init(
         admin: AdminConfig? = nil, pools: [PoolConfig] = [], listeners: [ListenerConfig] = [],
         virtualServices: [VirtualServiceConfig] = [], ha: HAConfig? = nil, cluster: ClusterConfig? = nil,
-        workers: Int? = nil
+        workers: Int? = nil, accessLog: AccessLogConfig? = nil
     ) {
         self.admin = admin
         self.pools = pools
@@ -32,6 +34,7 @@ public struct FulcrumConfig: Sendable, Equatable {
         self.ha = ha
         self.cluster = cluster
         self.workers = workers
+        self.accessLog = accessLog
     }
 
     /// The pool called `name`, if any.

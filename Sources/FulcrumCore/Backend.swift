@@ -53,6 +53,10 @@ public final class BackendStats: Sendable {
     /// HTTP responses by status class: index 1...5 for 1xx...5xx; index 0 counts requests that got no
     /// response from the backend (connection closed, timed out).
     public let responsesByClass: InlineArray<6, Atomic<UInt64>> = InlineArray { _ in Atomic(0) }
+    /// Bytes relayed to this backend (client payload: TCP bytes, HTTP request bodies).
+    public let bytesSent = Atomic<UInt64>(0)
+    /// Bytes relayed from this backend (TCP bytes, HTTP response bodies).
+    public let bytesReceived = Atomic<UInt64>(0)
 
     /// Peak-EWMA latency in nanoseconds (a `Double` bit pattern) and when it was last updated.
     private let ewmaBits = Atomic<UInt64>(0)
@@ -64,6 +68,13 @@ public final class BackendStats: Sendable {
     public func recordResponse(status: Int?) {
         let index = status.map { min(max($0 / 100, 1), 5) } ?? 0
         responsesByClass[index].wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// Adds relayed bytes; data planes call it per read (TCP) or once per request (HTTP), not per byte.
+    @inlinable
+    public func recordBytes(sent: Int, received: Int) {
+        if sent > 0 { bytesSent.wrappingAdd(UInt64(sent), ordering: .relaxed) }
+        if received > 0 { bytesReceived.wrappingAdd(UInt64(received), ordering: .relaxed) }
     }
 
     /// Responses by class, index 0 (none) to 5 (5xx).

@@ -11,11 +11,14 @@ public struct ListenerRoute: Sendable {
     public var pool: Pool
     /// What hash-family algorithms hash for this listener's requests.
     public var hashKey: HashKey
+    /// Where finished requests and connections are logged; nil when the access log is off.
+    public var accessLog: AccessLog?
 
-    public init(config: ListenerConfig, pool: Pool, hashKey: HashKey) {
+    public init(config: ListenerConfig, pool: Pool, hashKey: HashKey, accessLog: AccessLog? = nil) {
         self.config = config
         self.pool = pool
         self.hashKey = hashKey
+        self.accessLog = accessLog
     }
 }
 

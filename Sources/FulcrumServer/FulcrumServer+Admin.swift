@@ -3,6 +3,7 @@ import FulcrumConfig
 import FulcrumCore
 import FulcrumProxy
 import NIOCore
+import Prometheus
 
 /// The admin API's view of the running server: pools, listeners and run-time pool changes.
 /// Changes apply at once through the pools (a new snapshot; no reload, no dropped connection) and
@@ -25,6 +26,8 @@ extension FulcrumServer: AdminControl {
     }
 
     public var persistsChanges: Bool { config.admin?.stateFile != nil }
+
+    public var metricsRegistry: PrometheusCollectorRegistry? { MetricsBootstrap.registry }
 
     public func addBackend(pool name: String, spec: BackendSpec, healthy: Bool?) throws(AdminError) -> ChangeResult {
         let pool = try existingPool(name)

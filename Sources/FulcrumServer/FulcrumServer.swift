@@ -23,6 +23,11 @@ public actor FulcrumServer: Service {
     private var listenersByName: [String: ProxyListener] = [:]
     /// The admin API, when the config has an `admin:` section.
     private var admin: AdminServer?
+    /// The access log, when the config has an `access_log:` section.
+    private var accessLog: AccessLog?
+    /// Access logs replaced by a reload: closed once connections that may still write to them drained.
+    private let retiredLogs: AsyncStream<(AccessLog, Duration)>
+    private let retiredLogInput: AsyncStream<(AccessLog, Duration)>.Continuation
     /// Run-time changes made through the admin API (an overlay on the config file).
     var runtime = RuntimeState()
     /// Listeners taken out by a reload, drained by `run`.
@@ -38,6 +43,7 @@ public actor FulcrumServer: Service {
         self.group = group
         self.logger = logger
         (retired, retiredInput) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+        (retiredLogs, retiredLogInput) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
         (checkerSets, checkerSetInput) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -45,6 +51,7 @@ public actor FulcrumServer: Service {
     public static func start(
         config: FulcrumConfig, configPath: String? = nil, group: any EventLoopGroup, logger: Logger
     ) async throws -> FulcrumServer {
+        _ = MetricsBootstrap.registry
         let server = FulcrumServer(config: config, configPath: configPath, group: group, logger: logger)
         if let stateFile = config.admin?.stateFile {
             await server.loadState(from: stateFile)
@@ -96,6 +103,7 @@ public actor FulcrumServer: Service {
             tasks.addTask { await self.tickPools() }
             tasks.addTask { await self.superviseHealthCheckers() }
             tasks.addTask { await self.drainRetiredListeners() }
+            tasks.addTask { await self.closeRetiredLogs() }
             tasks.addTask { await self.reloadOnHangup() }
             let admin = self.admin
             if let admin { tasks.addTask { await admin.run() } }
@@ -105,9 +113,16 @@ public actor FulcrumServer: Service {
             tasks.cancelAll()
         }
         retiredInput.finish()
+        retiredLogInput.finish()
         checkerSetInput.finish()
         await shutdownListeners()
+        // After the listeners: the last connections have logged their lines.
+        await accessLog?.closeAsync()
+        accessLog = nil
     }
+
+    /// The running access log, if any (tests read its counters).
+    public var currentAccessLog: AccessLog? { accessLog }
 
     // MARK: Reload
 
@@ -125,6 +140,7 @@ public actor FulcrumServer: Service {
         } catch {
             logger.error(
                 "reload rejected: cannot read config", metadata: ["file": .string(configPath), "error": "\(error)"])
+            ControlPlaneMetrics.reload(applied: false)
             return false
         }
         do {
@@ -135,6 +151,7 @@ public actor FulcrumServer: Service {
                 logger.error("reload rejected: \(diagnostic)", metadata: ["file": .string(configPath)])
             }
             logger.error("reload rejected; the running config keeps serving")
+            ControlPlaneMetrics.reload(applied: false)
             return false
         }
     }
@@ -146,12 +163,14 @@ public actor FulcrumServer: Service {
     public func reload(_ newConfig: FulcrumConfig) async -> Bool {
         do {
             try await apply(newConfig, initial: false)
+            ControlPlaneMetrics.reload(applied: true)
             logger.info(
                 "config reloaded",
                 metadata: ["pools": "\(newConfig.pools.count)", "listeners": "\(newConfig.listeners.count)"])
             return true
         } catch {
             logger.error("reload failed; the running config keeps serving", metadata: ["error": "\(error)"])
+            ControlPlaneMetrics.reload(applied: false)
             return false
         }
     }
@@ -166,12 +185,37 @@ public actor FulcrumServer: Service {
             logger.warning("'admin' changes take effect on restart, not on reload")
         }
         let now = MonotonicClock.now()
+        // The access log first: a path that cannot be opened rejects the config like any other error.
+        let newAccessLog: AccessLog?
+        var replacedLog: AccessLog?
+        if let logConfig = newConfig.accessLog {
+            if let running = accessLog, running.path == logConfig.path, running.format == logConfig.format,
+                running.capacity == logConfig.bufferLines
+            {
+                newAccessLog = running
+            } else {
+                newAccessLog = try AccessLog.open(logConfig) { ControlPlaneMetrics.accessLogDropped($0) }
+                replacedLog = accessLog
+            }
+        } else {
+            newAccessLog = nil
+            replacedLog = accessLog
+        }
+        var accessLogCommitted = false
+        defer {
+            // A config that fails further on must not leave a second writer thread running. The writer
+            // has nothing queued yet, so this close is immediate.
+            if !accessLogCommitted, let newAccessLog, newAccessLog !== accessLog { newAccessLog.close() }
+        }
         // Build new pools and bind new listeners first, so a failure leaves the running state untouched.
         var newPools: [String: Pool] = [:]
         for poolConfig in newConfig.pools where poolsByName[poolConfig.name] == nil {
             let pool = try Pool(
                 name: poolConfig.name, settings: poolConfig.poolSettings, backends: poolConfig.backendSpecs, now: now)
-            pool.addObserver { [logger] pool, events in PoolEventText.log(events, of: pool, to: logger) }
+            pool.addObserver { [logger] pool, events in
+                PoolEventText.log(events, of: pool, to: logger)
+                ControlPlaneMetrics.record(events, pool: pool.name)
+            }
             newPools[poolConfig.name] = pool
         }
         func pool(_ name: String) -> Pool? { poolsByName[name] ?? newPools[name] }
@@ -189,7 +233,9 @@ public actor FulcrumServer: Service {
                     let poolConfig = newConfig.pool(named: listenerConfig.pool)
                 else { continue }
                 let context = ListenerContext(
-                    route: ListenerRoute(config: listenerConfig, pool: target, hashKey: poolConfig.effectiveHashKey),
+                    route: ListenerRoute(
+                        config: listenerConfig, pool: target, hashKey: poolConfig.effectiveHashKey,
+                        accessLog: newAccessLog),
                     logger: logger)
                 bound[listenerConfig.name] = try await ProxyListener.bind(
                     listenerConfig.bind, group: group, context: context,
@@ -219,7 +265,9 @@ public actor FulcrumServer: Service {
                 listenersByName[listenerConfig.name] = fresh
             } else if let existing = listenersByName[listenerConfig.name] {
                 existing.context.update(
-                    ListenerRoute(config: listenerConfig, pool: target, hashKey: poolConfig.effectiveHashKey))
+                    ListenerRoute(
+                        config: listenerConfig, pool: target, hashKey: poolConfig.effectiveHashKey,
+                        accessLog: newAccessLog))
             }
         }
         let keptListeners = Set(newConfig.listeners.map(\.name))
@@ -230,6 +278,13 @@ public actor FulcrumServer: Service {
         let keptPools = Set(newConfig.pools.map(\.name))
         for name in poolsByName.keys where !keptPools.contains(name) { poolsByName[name] = nil }
         config = fileConfig
+        accessLog = newAccessLog
+        accessLogCommitted = true
+        if let replacedLog {
+            // Connections that started before the reload keep their route, and its log, until they end.
+            let grace = newConfig.listeners.map(\.timeouts.drain).max() ?? .zero
+            retiredLogInput.yield((replacedLog, grace + .seconds(1)))
+        }
         for (pool, endpoint, state) in runtime.adminStates {
             _ = try? poolsByName[pool]?.setAdmin(endpoint, to: state, now: now)
         }
@@ -312,10 +367,23 @@ public actor FulcrumServer: Service {
         }
     }
 
+    private nonisolated func closeRetiredLogs() async {
+        await withDiscardingTaskGroup { closing in
+            for await (log, grace) in retiredLogs {
+                closing.addTask {
+                    try? await Task.sleep(for: grace)
+                    await log.closeAsync()
+                }
+            }
+        }
+    }
+
     private nonisolated func reloadOnHangup() async {
         guard configPath != nil else { return }
         for await _ in await UnixSignalsSequence(trapping: .sighup) {
             logger.info("SIGHUP: reloading config")
+            // Reopen first (log rotation moves the file away and sends SIGHUP), then reload.
+            await accessLog?.reopen()
             await reloadFromFile()
         }
     }
@@ -341,6 +409,8 @@ public actor FulcrumServer: Service {
         await admin?.shutdown()
         for listener in listenersByName.values { await listener.shutdown(grace: .zero) }
         listenersByName = [:]
+        await accessLog?.closeAsync()
+        accessLog = nil
     }
 }
 

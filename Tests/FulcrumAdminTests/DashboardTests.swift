@@ -175,4 +175,38 @@ struct DashboardTests {
             if keep != nil { print("dashboard screenshot: \(screenshot.path) (\(size) bytes)") }
         }
     }
+    @Test(
+        "clicking Drain in headless Chromium, with the token typed into the page's prompt, drains the backend",
+        .enabled(if: Chromium.binary != nil, "no chromium or chromium-browser in PATH: browser test SKIPPED"),
+        .timeLimit(.minutes(3))
+    )
+    func drainButtonClickPath() async throws {
+        try await AdminHarness.with(backends: [DemoBehavior(), DemoBehavior()]) {
+            AdminHarness.yaml($0, health: false)
+        } _: { harness in
+            let target = harness.addresses[1]
+            let url = "http://127.0.0.1:\(harness.admin.port)/ui"
+            let binary = try #require(Chromium.binary)
+            let outcome = try await offCooperativePool { () throws -> (dialogs: [String], shown: Bool, drained: Bool) in
+                let session = try ChromiumSession(binary: binary)
+                defer { session.close() }
+                session.promptAnswer = AdminHarness.token
+                try session.open(url)
+                let row = "document.querySelector('tr.backend[data-address=\"\(target)\"]')"
+                let shown = try session.waitFor("\(row) !== null && \(row).dataset.state === 'up'")
+                guard shown else { return (session.dialogs, false, false) }
+                // A real click on the row's first button (Drain); its prompt() is answered with the token.
+                _ = try session.evaluate("\(row).querySelector('button').click(); true")
+                let drained = try session.waitFor("\(row) !== null && \(row).dataset.state === 'draining'")
+                return (session.dialogs, shown, drained)
+            }
+            #expect(outcome.shown, "the dashboard never showed \(target) as up")
+            #expect(
+                outcome.dialogs.count == 1 && outcome.dialogs.first?.hasPrefix("prompt:") == true, "\(outcome.dialogs)")
+            #expect(outcome.drained, "the row did not turn draining after the click")
+            let backends = try await harness.backendsJSON()
+            #expect(backends[target]?["admin"] == "draining")
+            #expect(backends[harness.addresses[0]]?["admin"] == "enabled")
+        }
+    }
 }

@@ -1,5 +1,6 @@
 import FulcrumAdmin
 import FulcrumDemo
+import FulcrumServer
 import FulcrumTestSupport
 import NIOCore
 import Testing
@@ -112,6 +113,71 @@ struct MetricsTests {
             #expect(accepted.value >= 4)
             #expect(values("fulcrum_build_info").first?.labels["version"] != nil)
             #expect(values("fulcrum_pool_no_backend_available_total", ["pool": "web"]).first?.value == 0)
+        }
+    }
+
+    @Test("bytes per backend match what the test sent; control-plane series come from swift-metrics, no name twice")
+    func bytesAndControlPlaneSeries() async throws {
+        // A pool name of this test's own: the swift-metrics registry is one per process, shared by every test.
+        let eventsPool = "events-\(UInt32.random(in: 0...UInt32.max))"
+        try await AdminHarness.with(backends: [DemoBehavior()]) { addresses in
+            """
+            pools:
+              web: { backends: [\(addresses[0])] }
+              \(eventsPool): { backends: [\(addresses[0])] }
+            listeners:
+              - { name: www, bind: 127.0.0.1:0, mode: http, pool: web }
+            """
+        } _: { harness in
+            for size in [100, 200, 300] {
+                let response = try await DemoHTTPClient.request(
+                    port: harness.port,
+                    DemoRequest(method: "POST", path: "/echo", body: ByteBuffer(repeating: 0x61, count: size)),
+                    group: harness.group)
+                #expect(response.status == 200 && response.bodyLength == size)
+            }
+            let download = try await DemoHTTPClient.request(
+                port: harness.port, DemoRequest(path: "/bytes/700"), group: harness.group)
+            #expect(download.bodyLength == 700)
+
+            func scrape() async throws -> (samples: [MetricSample], text: String) {
+                let response = try await DemoHTTPClient.request(
+                    port: harness.admin.port, DemoRequest(path: "/metrics"), group: harness.group)
+                #expect(response.status == 200)
+                let text = String(buffer: response.body)
+                return (try parseExposition(text), text)
+            }
+            func value(_ samples: [MetricSample], _ name: String, _ labels: [String: String]) -> Double? {
+                samples.first { sample in sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value }
+                }?
+                .value
+            }
+            let backendLabels = ["pool": "web", "backend": harness.addresses[0]]
+            let before = try await scrape()
+            #expect(value(before.samples, "fulcrum_backend_sent_bytes_total", backendLabels) == 600)
+            #expect(value(before.samples, "fulcrum_backend_received_bytes_total", backendLabels) == 1300)
+            let json = try #require(try await harness.backendsJSON()[harness.addresses[0]])
+            #expect(json["bytes_sent"]?.intValue == 600 && json["bytes_received"]?.intValue == 1300)
+
+            // Control-plane events: an admin write (a drain in this test's own pool) and a reload.
+            let reloadsBefore = value(before.samples, "fulcrum_config_reloads_total", ["result": "applied"]) ?? 0
+            let writesBefore =
+                value(before.samples, "fulcrum_admin_writes_total", ["method": "PATCH", "status": "200"]) ?? 0
+            let drained = try await harness.call(
+                "PATCH", "/api/v1/pools/\(eventsPool)/backends/\(harness.addresses[0])", body: #"{"state":"draining"}"#)
+            #expect(drained.status == 200)
+            #expect(await harness.server.reload(harness.server.config))
+            let after = try await scrape()
+            #expect(
+                value(after.samples, "fulcrum_pool_events_total", ["pool": eventsPool, "event": "admin_draining"]) == 1)
+            #expect(value(after.samples, "fulcrum_config_reloads_total", ["result": "applied"])! >= reloadsBefore + 1)
+            #expect(
+                value(after.samples, "fulcrum_admin_writes_total", ["method": "PATCH", "status": "200"])!
+                    >= writesBefore + 1)
+            // One family per name: the registry's series and the per-backend ones never collide.
+            let families = after.text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }
+                .map { $0.split(separator: " ")[2] }
+            #expect(families.count == Set(families).count, "duplicate families")
         }
     }
 

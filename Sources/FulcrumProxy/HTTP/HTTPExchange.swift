@@ -67,6 +67,15 @@ final class HTTPExchange {
     var upstreamKeepAlive = false
     var clientNeedsFlush = false
 
+    // Byte counts and access log (`HTTPExchange+AccessLog.swift`)
+    var requestBytes = 0
+    var responseBytes = 0
+    var accountedRequestBytes = 0
+    var accountedResponseBytes = 0
+    /// The status Fulcrum answered with itself, if it did.
+    var localStatus: HTTPResponseStatus?
+    var accessLogged = false
+
     init(
         clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, snapshot: PoolSnapshot, key: PickKey,
         stickyBackend: Backend?, retries: Int

@@ -49,6 +49,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     private var responseDeadline: MovingDeadline?
     /// A request was answered on this connection (later ones get the idle timeout first).
     private var hadRequest = false
+    /// The client's address and port, for the access log (NIO forgets it when the channel closes).
+    private var clientAddress: SocketAddress?
 
     init(
         route: ListenerRoute, logger: Logger, detector: HTTPRequestStartDetector, upstreams: HTTPUpstreamPool,
@@ -76,6 +78,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        clientAddress = context.channel.remoteAddress
         waitDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in waitDeadlinePassed() }
         detector.onRequestStart = { [self] in requestBytesArrived() }
         responseDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in responseDeadlinePassed() }
@@ -204,6 +207,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             case .received, .connecting:
                 exchange.pendingBody.append(part)
             case .attached:
+                exchange.requestBytes += buffer.readableBytes
                 exchange.lastProgress = .now()
                 exchange.upstream?.send(.body(.byteBuffer(buffer)))
                 exchange.bodyForwarded = true
@@ -327,6 +331,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         for part in exchange.pendingBody {
             switch part {
             case .body(let buffer):
+                exchange.requestBytes += buffer.readableBytes
                 upstream.send(.body(.byteBuffer(buffer)))
                 exchange.bodyForwarded = true
             case .end(let trailers):
@@ -352,6 +357,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     /// Gives up on the current exchange without answering it: its upstream connection is closed (the
     /// backend may be mid-response) and its statistics say nothing about the backend.
     private func abandon(_ exchange: HTTPExchange) {
+        exchange.logAccess(route, client: clientAddress, outcome: .aborted)
         exchange.phase = .finished
         if let upstream = exchange.upstream {
             detach(exchange)
@@ -381,6 +387,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             receiveResponseHead(head, exchange: exchange, upstream: upstream)
         case .body(let buffer):
             guard exchange.responseStarted else { return }
+            exchange.responseBytes += buffer.readableBytes
             context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             exchange.clientNeedsFlush = true
         case .end(let trailers):
@@ -557,6 +564,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     /// Answers the current request (if any) from the proxy itself.
     private func fail(_ exchange: HTTPExchange, _ rejection: HTTPRejection) {
+        exchange.localStatus = rejection.status
         exchange.phase = .finished
         exchange.responseStarted = true
         exchange.responseEnded = true
@@ -612,6 +620,8 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     /// After the response: next request, or close.
     private func complete(_ exchange: HTTPExchange, written: EventLoopFuture<Void>) {
+        exchange.logAccess(
+            route, client: clientAddress, outcome: exchange.localStatus == nil ? .completed : .proxyAnswered)
         exchange.phase = .finished
         hadRequest = true
         guard self.exchange === exchange else { return }
@@ -675,6 +685,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     private func finishStats(_ exchange: HTTPExchange, success: Bool) {
         guard exchange.inFlight, let backend = exchange.backend else { return }
         exchange.inFlight = false
+        exchange.accountBytes(to: backend)
         backend.connectionClosed()
         backend.stats.recordResponse(status: exchange.responseStatus.map { Int($0.code) })
         route.pool.requestFinished(
@@ -686,6 +697,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     private func abandonStats(_ exchange: HTTPExchange) {
         guard exchange.inFlight, let backend = exchange.backend else { return }
         exchange.inFlight = false
+        exchange.accountBytes(to: backend)
         backend.connectionClosed()
         backend.requestAbandoned()
     }

@@ -1,3 +1,4 @@
+import FulcrumCore
 import Logging
 import NIOCore
 
@@ -34,6 +35,11 @@ final class TCPGlueHandler {
     private var outputEnding = false
     private var outputClosed = false
     private var finishing = false
+    /// The flow's backend, once glued: this side's reads are added to its byte counters.
+    private var backend: Backend?
+    /// Bytes this side read from its peer and relayed (client side: from the client; upstream side:
+    /// from the backend). For the access log.
+    private(set) var relayedBytes: UInt64 = 0
 
     /// A side that waits for its partner: add it to the pipeline at once, so nothing is read, or lost,
     /// before `glue(client:upstream:)`.
@@ -45,7 +51,9 @@ final class TCPGlueHandler {
     }
 
     /// Starts relaying between two waiting sides: passes on what each kept, then lets both read.
-    static func glue(client: TCPGlueHandler, upstream: TCPGlueHandler) {
+    static func glue(client: TCPGlueHandler, upstream: TCPGlueHandler, backend: Backend? = nil) {
+        client.backend = backend
+        upstream.backend = backend
         upstream.logger = client.logger
         upstream.lingerTimeout = client.lingerTimeout
         client.partner = upstream
@@ -74,7 +82,7 @@ final class TCPGlueHandler {
         early = []
         earlyBytes = 0
         for buffer in kept {
-            statistics?.relayed(buffer.readableBytes, fromClient: isClientSide)
+            countRelayed(buffer.readableBytes)
             partner.send(buffer)
         }
         if !kept.isEmpty { partner.flush() }
@@ -83,6 +91,16 @@ final class TCPGlueHandler {
         } else if pendingRead, partner.isWritable, let context {
             pendingRead = false
             context.read()
+        }
+    }
+
+    private func countRelayed(_ bytes: Int) {
+        relayedBytes &+= UInt64(bytes)
+        statistics?.relayed(bytes, fromClient: isClientSide)
+        if isClientSide {
+            backend?.stats.recordBytes(sent: bytes, received: 0)
+        } else {
+            backend?.stats.recordBytes(sent: 0, received: bytes)
         }
     }
 
@@ -191,7 +209,7 @@ extension TCPGlueHandler: ChannelDuplexHandler {
             return
         }
         guard let partner else { return }  // the other side is gone: nowhere to relay to
-        statistics?.relayed(buffer.readableBytes, fromClient: isClientSide)
+        countRelayed(buffer.readableBytes)
         partner.send(buffer)
     }
 

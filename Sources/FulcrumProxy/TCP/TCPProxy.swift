@@ -39,6 +39,8 @@ public enum TCPProxy {
             return client.eventLoop.flatSubmit { accept(client, context: context, stats: stats) }
         }
         let route = context.current
+        let acceptedAt = MonotonicClock.now()
+        let clientAddress = client.remoteAddress
         let idle = TimeAmount(route.config.timeouts.idle)
         let linger = idle > .zero ? idle : .seconds(60)
         // Present from the start, so nothing the client sends is read (or lost) before the upstream is there.
@@ -72,8 +74,17 @@ public enum TCPProxy {
         .whenComplete { result in
             switch result {
             case .success(let upstream):
-                glue(client: client, clientSide: clientSide, upstream: upstream, route: route, statistics: stats)
+                glue(
+                    client: client, clientSide: clientSide, upstream: upstream, route: route, statistics: stats,
+                    acceptedAt: acceptedAt)
             case .failure(let error):
+                if let accessLog = route.accessLog {
+                    accessLog.record(
+                        AccessLogRecord(
+                            kind: .tcp, time: AccessLogRecord.wallClockNow(), listener: route.config.name,
+                            client: clientAddress, backend: nil, bytesIn: 0, bytesOut: 0,
+                            durationNanos: MonotonicClock.now() &- acceptedAt, retries: 0, outcome: .noUpstream))
+                }
                 logger.debug(
                     "closing client connection: no upstream",
                     metadata: [
@@ -88,12 +99,21 @@ public enum TCPProxy {
 
     private static func glue(
         client: any Channel, clientSide: TCPGlueHandler, upstream connection: UpstreamConnection,
-        route: ListenerRoute, statistics: TCPProxyStatistics?
+        route: ListenerRoute, statistics: TCPProxyStatistics?, acceptedAt: UInt64
     ) {
         let upstream = connection.channel
         let backend = connection.backend
         route.pool.reportOutcome(backend, success: true, now: MonotonicClock.now())
         guard client.isActive else {
+            upstream.close(promise: nil)
+            return
+        }
+        let upstreamSide: TCPGlueHandler
+        do {
+            upstreamSide = try upstream.pipeline.syncOperations.handler(type: TCPGlueHandler.self)
+        } catch {
+            clientSide.currentLogger.debug("closing TCP flow: setup failed", metadata: ["error": .string("\(error)")])
+            client.close(promise: nil)
             upstream.close(promise: nil)
             return
         }
@@ -103,27 +123,32 @@ public enum TCPProxy {
             client.close(promise: nil)
             upstream.close(promise: nil)
         }
-        client.closeFuture.and(upstream.closeFuture).whenComplete { _ in
+        let connectedAt = MonotonicClock.now()
+        // Read now: NIO forgets a channel's addresses when it closes.
+        let clientAddress = client.remoteAddress
+        client.closeFuture.and(upstream.closeFuture).assumeIsolated().whenComplete { _ in
             backend.connections.unregister(registration)
             backend.connectionClosed()
             statistics?.flowClosed()
-        }
-        do {
-            let upstreamSide = try upstream.pipeline.syncOperations.handler(type: TCPGlueHandler.self)
-            var logger = clientSide.currentLogger
-            logger[metadataKey: "backend.address"] = .string(backend.name)
-            clientSide.setLogger(logger)
-            // The header goes first, before anything the client already sent.
-            let header = ProxyProtocolHeader(source: client.remoteAddress, destination: client.localAddress)
-                .encoded(route.config.proxyProtocol)
-            if !header.isEmpty {
-                upstream.writeAndFlush(upstream.allocator.buffer(bytes: header), promise: nil)
+            if let accessLog = route.accessLog {
+                accessLog.record(
+                    AccessLogRecord(
+                        kind: .tcp, time: AccessLogRecord.wallClockNow(), listener: route.config.name,
+                        client: clientAddress, backend: backend.name, bytesIn: clientSide.relayedBytes,
+                        bytesOut: upstreamSide.relayedBytes, durationNanos: MonotonicClock.now() &- acceptedAt,
+                        connectNanos: connectedAt &- acceptedAt, retries: connection.failedAttempts,
+                        outcome: .completed))
             }
-            TCPGlueHandler.glue(client: clientSide, upstream: upstreamSide)
-        } catch {
-            clientSide.currentLogger.debug("closing TCP flow: setup failed", metadata: ["error": .string("\(error)")])
-            client.close(promise: nil)
-            upstream.close(promise: nil)
         }
+        var logger = clientSide.currentLogger
+        logger[metadataKey: "backend.address"] = .string(backend.name)
+        clientSide.setLogger(logger)
+        // The header goes first, before anything the client already sent.
+        let header = ProxyProtocolHeader(source: client.remoteAddress, destination: client.localAddress)
+            .encoded(route.config.proxyProtocol)
+        if !header.isEmpty {
+            upstream.writeAndFlush(upstream.allocator.buffer(bytes: header), promise: nil)
+        }
+        TCPGlueHandler.glue(client: clientSide, upstream: upstreamSide, backend: backend)
     }
 }
