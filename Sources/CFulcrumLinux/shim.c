@@ -12,3 +12,9 @@ int fulcrum_recvmmsg(int fd, fulcrum_mmsghdr *msgs, unsigned int vlen, int flags
 int fulcrum_sendmmsg(int fd, fulcrum_mmsghdr *msgs, unsigned int vlen, int flags) {
     return sendmmsg(fd, (struct mmsghdr *)msgs, vlen, flags);
 }
+
+#include <sched.h>
+
+int fulcrum_setns_net(int fd) {
+    return setns(fd, CLONE_NEWNET);
+}

@@ -55,6 +55,9 @@ int fulcrum_recvmmsg(int fd, fulcrum_mmsghdr *msgs, unsigned int vlen, int flags
 /// sendmmsg(2); returns the number of messages sent or -1 with errno set.
 int fulcrum_sendmmsg(int fd, fulcrum_mmsghdr *msgs, unsigned int vlen, int flags);
 
+/// setns(fd, CLONE_NEWNET) for the calling thread (a GNU extension in glibc); 0 or -1 with errno set.
+int fulcrum_setns_net(int fd);
+
 /// Opens /dev/net/tun and attaches it to interface `name` (created if missing) with `flags`
 /// (IFF_TUN | IFF_NO_PI ...). On success returns the fd and copies the kernel's interface name into
 /// `actual_name` (IFNAMSIZ bytes) when not NULL; on failure returns -errno.
