@@ -1,0 +1,102 @@
+import FulcrumCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A running `nat` virtual service: one worker thread doing poll → read a batch from the TUN device →
+/// rewrite in place (`NATRewriter`) → write back, reading the pool's current snapshot once per batch.
+///
+/// The kernel routes the VIP and the SNAT address into the TUN device and forwards what comes out of it
+/// (`ip_forward=1`): `tunName` must be up with `ip route add <vip>/32 dev <tun>` and
+/// `ip route add <snat>/32 dev <tun>`, and backends must route the SNAT address back through this host.
+/// NAT state lives in one worker: replies must reach the worker that holds the flow, which a multi-queue
+/// TUN (hashing each direction separately) would not guarantee.
+public final class NATVirtualService: Sendable {
+    /// A copy of the worker's counters, published after every batch.
+    public struct Statistics: Sendable, Equatable {
+        public var forwarding = ForwardingCounters()
+        public var drops = DropCounters()
+        public var flows = FlowCounters()
+        public var activeFlows = 0
+        public var batches: UInt64 = 0
+    }
+
+    public let settings: NATSettings
+    public let pool: Pool
+    public let device: TUNDevice
+    private let stopping = Atomic<Bool>(false)
+    private let published = Mutex(Statistics())
+    private let worker = Mutex<WorkerThread?>(nil)
+    private let batchSize: Int
+
+    /// Opens the TUN device (in `networkNamespace`, a path like `/var/run/netns/NAME`, when given).
+    public init(
+        settings: NATSettings, pool: Pool, tunName: String, networkNamespace: String? = nil, batchSize: Int = 64
+    ) throws(PacketIOError) {
+        self.settings = settings
+        self.pool = pool
+        self.batchSize = max(1, batchSize)
+        if let networkNamespace {
+            device = try NetworkNamespace.perform(path: networkNamespace) { () throws(PacketIOError) in
+                try TUNDevice(name: tunName)
+            }
+        } else {
+            device = try TUNDevice(name: tunName)
+        }
+    }
+
+    public var statistics: Statistics { published.withLock { $0 } }
+
+    /// Starts the worker thread.
+    public func start() throws(PacketIOError) {
+        let thread = try WorkerThread { [self] in run() }
+        worker.withLock { $0 = thread }
+    }
+
+    /// Stops the worker (within one poll interval) and waits for it.
+    public func stop() {
+        stopping.store(true, ordering: .releasing)
+        let thread = worker.withLock { w -> WorkerThread? in
+            defer { w = nil }
+            return w
+        }
+        thread?.join()
+    }
+
+    private func run() {
+        let nat = NATRewriter(settings: settings)
+        var reader = PoolReader(pool)
+        let capacity = 65536 + 64
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
+        defer { buffer.deallocate() }
+        let bytes = PacketBytes(buffer)
+        var batches: UInt64 = 0
+        var pfd = pollfd(fd: device.fd, events: Int16(POLLIN), revents: 0)
+        while !stopping.load(ordering: .acquiring) {
+            pfd.revents = 0
+            let ready = poll(&pfd, 1, 100)
+            let now = MonotonicClock.now()
+            if ready > 0 {
+                let snapshot = reader.snapshot()
+                for _ in 0..<batchSize {
+                    let n = read(device.fd, buffer.baseAddress, capacity)
+                    if n <= 0 { break }  // EAGAIN: the batch is over; errors end it too and poll again
+                    if case .forward(let range) = nat.process(
+                        bytes, start: 0, length: n, snapshot: snapshot, now: now)
+                    {
+                        // A failed write (ENOBUFS, the device going down) loses this packet, as a full NIC queue would.
+                        _ = write(device.fd, buffer.baseAddress! + range.lowerBound, range.count)
+                    }
+                }
+                batches &+= 1
+            }
+            nat.flows.sweep(now: now, limit: 256)
+            let stats = Statistics(
+                forwarding: nat.counters, drops: nat.drops, flows: nat.flows.counters, activeFlows: nat.flows.count,
+                batches: batches)
+            published.withLock { $0 = stats }
+        }
+    }
+}

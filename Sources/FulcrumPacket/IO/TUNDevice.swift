@@ -1,0 +1,55 @@
+import CFulcrumLinux
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A TUN device (layer 3, no packet-information prefix) opened with TUNSETIFF. One read returns one IPv4
+/// packet, one write sends one; TUN has no offloads, so checksums arrive complete.
+public final class TUNDevice: Sendable {
+    public let fd: Int32
+    /// The interface name the kernel gave it.
+    public let name: String
+
+    /// Opens (creating if needed) TUN interface `name` in the calling thread's network namespace,
+    /// non-blocking. The interface is removed when the fd closes (unless made persistent elsewhere).
+    public init(name: String) throws(PacketIOError) {
+        var actual = [CChar](repeating: 0, count: Int(IFNAMSIZ))
+        let fd = fulcrum_tun_open(name, fulcrum_IFF_TUN | fulcrum_IFF_NO_PI, &actual)
+        guard fd >= 0 else { throw PacketIOError("open TUN \(name)", errno: -fd) }
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else {
+            let saved = errno
+            close(fd)
+            throw PacketIOError("O_NONBLOCK on TUN \(name)", errno: saved)
+        }
+        self.fd = fd
+        self.name = String(decoding: actual.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    deinit {
+        close(fd)
+    }
+}
+
+/// Runs code inside another network namespace (a file like `/var/run/netns/NAME`): on a fresh thread that
+/// joins the namespace, so the caller's threads stay where they are. File descriptors opened there (a TUN
+/// device, a socket) keep belonging to that namespace after the thread ends.
+public enum NetworkNamespace {
+    public static func perform<T: Sendable>(
+        path: String, _ body: @escaping @Sendable () throws(PacketIOError) -> T
+    ) throws(PacketIOError) -> T {
+        let result = try WorkerThread.runToCompletion { () -> Result<T, PacketIOError> in
+            let nsfd = open(path, O_RDONLY | O_CLOEXEC)
+            guard nsfd >= 0 else { return .failure(PacketIOError("open \(path)", errno: errno)) }
+            defer { close(nsfd) }
+            guard fulcrum_setns_net(nsfd) == 0 else { return .failure(PacketIOError("setns \(path)", errno: errno)) }
+            do throws(PacketIOError) {
+                return .success(try body())
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+}

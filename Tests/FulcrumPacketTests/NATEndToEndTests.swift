@@ -1,0 +1,182 @@
+import Foundation
+import FulcrumCore
+import FulcrumPacket
+import Testing
+
+/// `nat` mode end to end in network namespaces: a client, the balancer and three HTTP backends on one bridge
+/// (docs: ../shared/docs/NETWORK-LAB.md). Needs root; skipped loudly otherwise.
+@Suite(.serialized) struct NATEndToEndTests {
+    static let isRoot = geteuid() == 0
+
+    @Test(.enabled(if: isRoot, "needs root for network namespaces: NAT end-to-end test SKIPPED"))
+    func httpRequestsThroughTheVIPAreSpreadOverTheBackends() throws {
+        let lab = NamespaceLab(prefix: "fpk\(getpid() % 100_000)")
+        defer { lab.tearDown() }
+        try lab.build()
+
+        let pool = try TestPackets.pool()
+        let service = try NATVirtualService(
+            settings: NATSettings(
+                service: VirtualServiceAddress(vip: TestPackets.vip, port: 80, proto: IPProtocolNumber.tcp),
+                snatAddress: TestPackets.snat),
+            pool: pool, tunName: "fnat0", networkNamespace: "/var/run/netns/\(lab.lb)")
+        try service.start()
+        defer { service.stop() }
+        try lab.ip(["-n", lab.lb, "link", "set", "fnat0", "up"])
+        try lab.ip(["-n", lab.lb, "route", "add", "10.200.0.100/32", "dev", "fnat0"])
+        try lab.ip(["-n", lab.lb, "route", "add", "10.200.0.200/32", "dev", "fnat0"])
+        try lab.startBackends()
+
+        var answers: [String: Int] = [:]
+        let requests = 30
+        for _ in 0..<requests {
+            let out = try lab.run(
+                "/usr/sbin/ip",
+                ["netns", "exec", lab.client, "curl", "-s", "--max-time", "3", "http://10.200.0.100/id"],
+                timeout: 5)
+            answers[out.stdout.trimmingCharacters(in: .whitespacesAndNewlines), default: 0] += 1
+        }
+        let stats = service.statistics
+        print(
+            "nat e2e: answers \(answers.sorted { $0.key < $1.key }), flows \(stats.flows), drops \(stats.drops.nonZero)"
+        )
+        #expect(answers.values.reduce(0, +) == requests)
+        #expect(Set(answers.keys) == ["be1", "be2", "be3"], "every backend answers: \(answers)")
+        #expect(stats.flows.created == UInt64(requests))
+        #expect(stats.forwarding.packetsIn > 0 && stats.forwarding.packetsOut > 0)
+    }
+}
+
+/// The bridge topology of NETWORK-LAB.md with unique namespace names; everything it creates is removed by
+/// `tearDown`, also after a failure.
+final class NamespaceLab: @unchecked Sendable {
+    // Used from one test thread only.
+    let prefix: String
+    var namespaces: [String] = []
+    var backendProcesses: [Process] = []
+    var tempDirectories: [URL] = []
+
+    var client: String { "\(prefix)-cli" }
+    var lb: String { "\(prefix)-lb" }
+    var switchNamespace: String { "\(prefix)-sw" }
+    let backends = [
+        ("be1", "10.200.0.11", "02:00:00:00:00:11"), ("be2", "10.200.0.12", "02:00:00:00:00:12"),
+        ("be3", "10.200.0.13", "02:00:00:00:00:13"),
+    ]
+
+    init(prefix: String) { self.prefix = prefix }
+
+    struct CommandFailed: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    @discardableResult
+    func run(
+        _ executable: String, _ arguments: [String], timeout: Double = 10
+    ) throws -> (status: Int32, stdout: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(2_000) }
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+            throw CommandFailed(description: "timed out: \(executable) \(arguments.joined(separator: " "))")
+        }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func ip(_ arguments: [String]) throws {
+        let result = try run("/usr/sbin/ip", arguments)
+        guard result.status == 0 else {
+            throw CommandFailed(description: "ip \(arguments.joined(separator: " ")) failed (\(result.status))")
+        }
+    }
+
+    func sysctl(_ namespace: String, _ setting: String) throws {
+        let result = try run("/usr/sbin/ip", ["netns", "exec", namespace, "sysctl", "-qw", setting])
+        guard result.status == 0 else { throw CommandFailed(description: "sysctl \(setting) in \(namespace)") }
+    }
+
+    func build() throws {
+        for name in [switchNamespace, client, lb] + backends.map({ "\(prefix)-\($0.0)" }) {
+            try ip(["netns", "add", name])
+            namespaces.append(name)
+            try ip(["-n", name, "link", "set", "lo", "up"])
+        }
+        try ip(["-n", switchNamespace, "link", "add", "br0", "type", "bridge"])
+        try ip(["-n", switchNamespace, "link", "set", "br0", "up"])
+        func attach(_ ns: String, _ port: String, _ address: String, _ mac: String) throws {
+            try ip(["-n", switchNamespace, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns])
+            try ip(["-n", switchNamespace, "link", "set", port, "master", "br0", "up"])
+            try ip(["-n", ns, "link", "set", "eth0", "address", mac])
+            try ip(["-n", ns, "addr", "add", "\(address)/24", "dev", "eth0"])
+            try ip(["-n", ns, "link", "set", "eth0", "up"])
+        }
+        try attach(client, "p-cli", "10.200.0.10", "02:00:00:00:00:10")
+        try sysctl(lb, "net.ipv4.conf.all.rp_filter=0")
+        try sysctl(lb, "net.ipv4.conf.default.rp_filter=0")
+        try attach(lb, "p-lb", "10.200.0.2", "02:00:00:00:00:02")
+        try sysctl(lb, "net.ipv4.ip_forward=1")
+        for (name, address, mac) in backends {
+            try attach("\(prefix)-\(name)", "p-\(name)", address, mac)
+            // Replies to the SNAT address go back through the balancer.
+            try ip(["-n", "\(prefix)-\(name)", "route", "add", "10.200.0.200/32", "via", "10.200.0.2"])
+        }
+        try ip(["-n", client, "route", "add", "10.200.0.100/32", "via", "10.200.0.2"])
+    }
+
+    /// One `python3 -m http.server` per backend, serving a file `id` with the backend's name.
+    func startBackends() throws {
+        for (name, address, _) in backends {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(name)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            tempDirectories.append(directory)
+            try name.write(to: directory.appendingPathComponent("id"), atomically: true, encoding: .utf8)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            process.arguments = [
+                "netns", "exec", "\(prefix)-\(name)", "/usr/bin/python3", "-m", "http.server", "8080", "--bind",
+                address, "--directory", directory.path,
+            ]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            backendProcesses.append(process)
+        }
+        // Ready when each answers locally (bounded: 10 s per backend).
+        for (name, address, _) in backends {
+            let deadline = Date().addingTimeInterval(10)
+            var ready = false
+            while !ready && Date() < deadline {
+                let out = try run(
+                    "/usr/sbin/ip",
+                    [
+                        "netns", "exec", "\(prefix)-\(name)", "curl", "-s", "--max-time", "1",
+                        "http://\(address):8080/id",
+                    ],
+                    timeout: 3)
+                ready = out.stdout == name
+                if !ready { usleep(50_000) }
+            }
+            guard ready else { throw CommandFailed(description: "backend \(name) did not start") }
+        }
+    }
+
+    func tearDown() {
+        for process in backendProcesses where process.isRunning {
+            // SIGKILL by the PID we started: children spawned from a test thread inherit libdispatch's blocked
+            // signal mask, so a SIGTERM would stay pending forever.
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        for name in namespaces.reversed() { _ = try? run("/usr/sbin/ip", ["netns", "del", name]) }
+        for directory in tempDirectories { try? FileManager.default.removeItem(at: directory) }
+    }
+}
