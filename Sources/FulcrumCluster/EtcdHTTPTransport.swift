@@ -86,15 +86,17 @@ final class EtcdHTTPTransport: Sendable {
                             if status == 200 { onOpen() }
                         case .body(var buffer):
                             pending += buffer.readBytes(length: buffer.readableBytes) ?? []
+                            // Checked before splitting: a message (or an error body) never grows unbounded.
+                            guard pending.count <= Self.maximumMessageBytes else {
+                                throw EtcdError.malformedResponse(
+                                    "streamed message over \(Self.maximumMessageBytes) bytes")
+                            }
                             guard status == 200 else { continue }
+                            // The gateway ends every message with a newline; JSON escapes newlines inside strings.
                             while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                                 let message = Array(pending[..<newline])
                                 pending.removeSubrange(...newline)
                                 if !message.allSatisfy({ $0 == 32 || $0 == 13 }) { try await onMessage(message) }
-                            }
-                            guard pending.count <= Self.maximumMessageBytes else {
-                                throw EtcdError.malformedResponse(
-                                    "streamed message over \(Self.maximumMessageBytes) bytes")
                             }
                         case .end:
                             if let status, status != 200 {

@@ -46,7 +46,7 @@ final class Wakeup: Sendable {
             }
             group.cancelAll()
         }
-        // A timer that fired just as a signal arrived leaves a stale pending flag; drop it.
-        state.withLock { $0.pending = false }
+        // A timer that fired just as a signal arrived leaves a pending flag: the next wait then returns at
+        // once. That costs one early keep-alive; clearing it could lose a real signal instead.
     }
 }
