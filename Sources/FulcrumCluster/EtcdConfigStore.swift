@@ -289,38 +289,3 @@ public final class EtcdConfigStore: ConfigStore {
         }
     }
 }
-
-/// A store or membership that cannot start as configured.
-public enum ClusterSetupError: Error, Sendable, Equatable, CustomStringConvertible {
-    case invalidPrefix(String)
-    case sharedSectionsInLocalFile([String])
-    /// Not even an empty document set validates (should not happen: the local sections were validated).
-    case noValidConfiguration([DocumentRejection])
-    case invalidNodeID(String)
-
-    public var description: String {
-        switch self {
-        case .invalidPrefix(let prefix): "cluster prefix '\(prefix)' must start and end with '/'"
-        case .sharedSectionsInLocalFile(let sections):
-            "with cluster store etcd, \(sections.joined(separator: ", ")) live in etcd; remove them from the file"
-        case .noValidConfiguration(let rejections):
-            "no valid configuration in etcd:\n" + rejections.map(\.description).joined(separator: "\n")
-        case .invalidNodeID(let id): "invalid node id '\(id)' (use letters, digits, '_', '.', '-')"
-        }
-    }
-}
-
-/// A write the store refused before sending it.
-public enum ClusterWriteError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The document set would not validate after the write.
-    case invalid([DocumentProblem])
-    /// Node records are written by ``ClusterMembership`` only.
-    case notConfiguration(String)
-
-    public var description: String {
-        switch self {
-        case .invalid(let problems): problems.map(\.description).joined(separator: "\n")
-        case .notConfiguration(let key): "\(key) is not a configuration document"
-        }
-    }
-}

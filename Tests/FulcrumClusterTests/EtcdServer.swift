@@ -107,11 +107,19 @@ final class EtcdServer: @unchecked Sendable {
         }
         let pid = process.processIdentifier
         kill(pid, SIGTERM)
+        kill(pid, SIGCONT)  // in case a test froze it
         let deadline = Date().addingTimeInterval(5)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning { kill(pid, SIGKILL) }
         process.waitUntilExit()
         self.process = nil
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) etcd: its sockets stay open but nothing answers, like a
+    /// network that drops packets silently.
+    func freeze(_ frozen: Bool) {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, frozen ? SIGSTOP : SIGCONT)
     }
 
     /// Stops etcd and deletes its directory.

@@ -66,7 +66,8 @@ struct EtcdStoreTests {
                 #expect(store.status.rejections.isEmpty)
 
                 try await Self.running(store) {
-                    #expect(await eventually(within: .seconds(5)) { store.status.connected })
+                    let connected = await eventually(within: .seconds(5)) { store.status.connected }
+                    try #require(connected, "the watch was never established")
                     let updates = store.snapshots()
                     let started = ContinuousClock.now
                     let written = try await client.put(
@@ -133,7 +134,8 @@ struct EtcdStoreTests {
                 let store = try Self.store(client)
                 _ = try await store.reload()
                 try await Self.running(store) {
-                    #expect(await eventually(within: .seconds(5)) { store.status.connected })
+                    let connected = await eventually(within: .seconds(5)) { store.status.connected }
+                    try #require(connected, "the watch was never established")
                     // Written straight into etcd, as `etcdctl put` would.
                     let broken = try await client.put(
                         Self.prefix + "pools/web", value: Array("algorithm: maglev\nbackends: [ {address: nope} ]".utf8)
@@ -225,7 +227,8 @@ struct EtcdStoreTests {
                 let store = try Self.store(client)
                 _ = try await store.reload()
                 try await Self.running(store) {
-                    #expect(await eventually(within: .seconds(5)) { store.status.connected })
+                    let connected = await eventually(within: .seconds(5)) { store.status.connected }
+                    try #require(connected, "the watch was never established")
                     let before = try #require(store.current)
 
                     await server.stop()
@@ -258,6 +261,63 @@ struct EtcdStoreTests {
                     // And the watch works again.
                     try await client.delete(Self.prefix + "pools/api")
                     #expect(await eventually(within: .seconds(1)) { store.current?.config.pool(named: "api") == nil })
+                }
+            }
+        }
+    }
+
+    @Test func aSilentEtcdIsNoticedAndTheWatchResumesAfterwards() async throws {
+        try await withEtcd { server in
+            try await withEventLoopGroup { group in
+                let client = EtcdClient(
+                    endpoints: [server.endpoint], group: group, requestTimeout: .milliseconds(500),
+                    connectTimeout: .milliseconds(500))
+                try await client.put(Self.prefix + "pools/web", value: Array(Self.pool([8081]).utf8))
+                let store = try Self.store(client)
+                _ = try await store.reload()
+                try await Self.running(store) {
+                    let connected = await eventually(within: .seconds(5)) { store.status.connected }
+                    try #require(connected, "the watch was never established")
+                    // The watch connection stays open but silent; only the periodic read can notice.
+                    server.freeze(true)
+                    let frozen = ContinuousClock.now
+                    let noticed = await eventually(within: .seconds(5)) { !store.status.connected }
+                    let elapsed = ContinuousClock.now - frozen
+                    // Read before thawing: reconnecting clears the error.
+                    let whileFrozen = store.status
+                    server.freeze(false)
+                    #expect(noticed, "a frozen etcd went unnoticed")
+                    print("cluster: silent etcd noticed after \(elapsed) (probe 0.5 s, timeout 0.5 s)")
+                    #expect(elapsed >= .milliseconds(400), "noticed before any probe could time out: \(whileFrozen)")
+                    #expect(whileFrozen.lastError?.contains("timed out") == true)
+                    #expect(whileFrozen.disconnectsTotal == 1)
+                    #expect(await eventually(within: .seconds(10)) { store.status.connected })
+                    try await client.put(Self.prefix + "pools/api", value: Array("backends: []".utf8))
+                    #expect(await eventually(within: .seconds(1)) { store.current?.config.pool(named: "api") != nil })
+                }
+            }
+        }
+    }
+
+    @Test func aDeadEndpointIsSkipped() async throws {
+        try await withEtcd { server in
+            try await withEventLoopGroup { group in
+                let dead = EtcdEndpoint(host: "127.0.0.1", port: try EtcdServer.freePort())
+                let client = EtcdClient(
+                    endpoints: [dead, server.endpoint], group: group, requestTimeout: .seconds(2),
+                    connectTimeout: .milliseconds(500))
+                let revision = try await client.put("/k", value: Array("v".utf8))
+                #expect(try await client.get("/k").keyValue?.modRevision == revision)
+
+                let onlyDead = EtcdClient(endpoints: [dead], group: group, connectTimeout: .milliseconds(500))
+                do {
+                    _ = try await onlyDead.get("/k")
+                    Issue.record("a dead endpoint answered")
+                } catch let error as EtcdError {
+                    guard case .unreachable = error else {
+                        Issue.record("expected unreachable, got \(error)")
+                        return
+                    }
                 }
             }
         }
