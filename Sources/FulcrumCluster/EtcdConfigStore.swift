@@ -75,7 +75,8 @@ public final class EtcdConfigStore: ConfigStore {
     /// Writes a document if nobody wrote it since `expected` was read (0: only if it does not exist yet);
     /// otherwise throws ``EtcdError/conflict(key:expected:actual:)``. With `validate`, the document set as
     /// it would be after the write must validate first (``ClusterWriteError``), so an operator cannot
-    /// store what every node would reject. Every node, this one included, applies the write from its watch.
+    /// store what every node would reject (checked against the documents this node has seen, so a store
+    /// that is running or was reloaded). Every node, this one included, applies the write from its watch.
     @discardableResult
     public func put(
         _ key: ClusterKey, text: String, ifModRevision expected: Int64, validate: Bool = true
