@@ -159,6 +159,13 @@ struct EtcdStoreTests {
                     #expect(await eventually(within: .seconds(1)) { store.status.rejections.isEmpty })
                     #expect(store.current?.config.pool(named: "web")?.backends.map(\.address.port) == [8085])
                     #expect(store.status.rejectedTotal == 1)
+
+                    // A key outside the layout is reported, not used.
+                    let applied = store.current
+                    try await client.put(Self.prefix + "pools/a/b", value: Array("backends: []".utf8))
+                    #expect(
+                        await eventually(within: .seconds(1)) { store.status.rejections.map(\.key) == ["pools/a/b"] })
+                    #expect(store.current == applied)
                 }
             }
         }
