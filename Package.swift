@@ -101,6 +101,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Shared configuration store: the YAML file (default) or etcd v3 through its JSON gateway; membership.
+        .target(
+            name: "FulcrumCluster",
+            dependencies: [
+                "FulcrumCore", "FulcrumConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Composition root: builds every Service from the config; ServiceGroup, SIGTERM drain, SIGHUP reload.
         .target(
             name: "FulcrumServer",
@@ -198,6 +211,17 @@ let package = Package(
                 "FulcrumDemo",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FulcrumClusterTests",
+            dependencies: [
+                "FulcrumTestSupport", "FulcrumCluster", "FulcrumConfig", "FulcrumCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
