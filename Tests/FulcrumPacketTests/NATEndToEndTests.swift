@@ -13,6 +13,7 @@ import Testing
         let lab = NamespaceLab(prefix: "fpk\(getpid() % 100_000)")
         defer { lab.tearDown() }
         try lab.build()
+        try lab.configureForNAT()
 
         let pool = try TestPackets.pool()
         let service = try NATVirtualService(
@@ -44,6 +45,45 @@ import Testing
         #expect(Set(answers.keys) == ["be1", "be2", "be3"], "every backend answers: \(answers)")
         #expect(stats.flows.created == UInt64(requests))
         #expect(stats.forwarding.packetsIn > 0 && stats.forwarding.packetsOut > 0)
+    }
+}
+
+/// `dsr` mode end to end: the balancer answers ARP for the VIP and rewrites MACs; backends answer the client
+/// directly. Needs root; skipped loudly otherwise.
+@Suite(.serialized) struct DSREndToEndTests {
+    @Test(.enabled(if: NATEndToEndTests.isRoot, "needs root for network namespaces: DSR end-to-end test SKIPPED"))
+    func httpRequestsThroughTheVIPAreSpreadOverTheBackends() throws {
+        let lab = NamespaceLab(prefix: "fpd\(getpid() % 100_000)")
+        defer { lab.tearDown() }
+        try lab.build()
+        try lab.configureForDSR()
+        try lab.startBackends(bindVIP: true)
+
+        let pool = try TestPackets.pool(port: 80)
+        let service = try DSRVirtualService(
+            service: VirtualServiceAddress(vip: TestPackets.vip, port: 80, proto: IPProtocolNumber.tcp), pool: pool,
+            interface: "eth0", networkNamespace: "/var/run/netns/\(lab.lb)")
+        try service.start()
+        defer { service.stop() }
+
+        var answers: [String: Int] = [:]
+        let requests = 30
+        for _ in 0..<requests {
+            let out = try lab.run(
+                "/usr/sbin/ip",
+                ["netns", "exec", lab.client, "curl", "-s", "--max-time", "3", "http://10.200.0.100/id"],
+                timeout: 5)
+            answers[out.stdout.trimmingCharacters(in: .whitespacesAndNewlines), default: 0] += 1
+        }
+        let stats = service.statistics
+        print("dsr e2e: answers \(answers.sorted { $0.key < $1.key }), flows \(stats.flows), \(stats.forwarding)")
+        #expect(answers.values.reduce(0, +) == requests)
+        #expect(Set(answers.keys) == ["be1", "be2", "be3"], "every backend answers: \(answers)")
+        #expect(stats.flows.created == UInt64(requests))
+        #expect(stats.forwarding.arpReplies >= 1 && stats.neighbors >= 3)
+        // The client learned the VIP at the balancer's MAC (the backends never answered ARP for it).
+        let neighbor = try lab.run("/usr/sbin/ip", ["-n", lab.client, "neigh", "show", "10.200.0.100"])
+        #expect(neighbor.stdout.contains("02:00:00:00:00:02"), "\(neighbor.stdout)")
     }
 }
 
@@ -123,18 +163,38 @@ final class NamespaceLab: @unchecked Sendable {
         try sysctl(lb, "net.ipv4.conf.all.rp_filter=0")
         try sysctl(lb, "net.ipv4.conf.default.rp_filter=0")
         try attach(lb, "p-lb", "10.200.0.2", "02:00:00:00:00:02")
-        try sysctl(lb, "net.ipv4.ip_forward=1")
         for (name, address, mac) in backends {
             try attach("\(prefix)-\(name)", "p-\(name)", address, mac)
-            // Replies to the SNAT address go back through the balancer.
+        }
+    }
+
+    /// NAT: the balancer routes; the client reaches the VIP and backends reach the SNAT address through it.
+    func configureForNAT() throws {
+        try sysctl(lb, "net.ipv4.ip_forward=1")
+        for (name, _, _) in backends {
             try ip(["-n", "\(prefix)-\(name)", "route", "add", "10.200.0.200/32", "via", "10.200.0.2"])
         }
         try ip(["-n", client, "route", "add", "10.200.0.100/32", "via", "10.200.0.2"])
     }
 
+    /// DSR: each backend owns the VIP on loopback and never answers ARP for it; the balancer does not route.
+    func configureForDSR() throws {
+        try sysctl(lb, "net.ipv4.ip_forward=0")
+        for (name, _, _) in backends {
+            let ns = "\(prefix)-\(name)"
+            try ip(["-n", ns, "addr", "add", "10.200.0.100/32", "dev", "lo"])
+            for interface in ["all", "eth0"] {
+                try sysctl(ns, "net.ipv4.conf.\(interface).arp_ignore=1")
+                try sysctl(ns, "net.ipv4.conf.\(interface).arp_announce=2")
+            }
+        }
+    }
+
     /// One `python3 -m http.server` per backend, serving a file `id` with the backend's name.
-    func startBackends() throws {
-        for (name, address, _) in backends {
+    func startBackends(bindVIP: Bool = false) throws {
+        for (name, realAddress, _) in backends {
+            let address = bindVIP ? "10.200.0.100" : realAddress
+            let port = bindVIP ? "80" : "8080"
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(name)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             tempDirectories.append(directory)
@@ -142,7 +202,7 @@ final class NamespaceLab: @unchecked Sendable {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
             process.arguments = [
-                "netns", "exec", "\(prefix)-\(name)", "/usr/bin/python3", "-m", "http.server", "8080", "--bind",
+                "netns", "exec", "\(prefix)-\(name)", "/usr/bin/python3", "-m", "http.server", port, "--bind",
                 address, "--directory", directory.path,
             ]
             process.standardOutput = FileHandle.nullDevice
@@ -151,7 +211,8 @@ final class NamespaceLab: @unchecked Sendable {
             backendProcesses.append(process)
         }
         // Ready when each answers locally (bounded: 10 s per backend).
-        for (name, address, _) in backends {
+        for (name, realAddress, _) in backends {
+            let url = bindVIP ? "http://10.200.0.100:80/id" : "http://\(realAddress):8080/id"
             let deadline = Date().addingTimeInterval(10)
             var ready = false
             while !ready && Date() < deadline {
@@ -159,7 +220,7 @@ final class NamespaceLab: @unchecked Sendable {
                     "/usr/sbin/ip",
                     [
                         "netns", "exec", "\(prefix)-\(name)", "curl", "-s", "--max-time", "1",
-                        "http://\(address):8080/id",
+                        url,
                     ],
                     timeout: 3)
                 ready = out.stdout == name
