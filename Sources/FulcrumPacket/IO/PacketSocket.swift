@@ -65,9 +65,14 @@ final class MessageBatch {
     private let outHeaders: UnsafeMutablePointer<fulcrum_mmsghdr>
     private(set) var pendingSends = 0
 
-    init(count: Int, slotSize: Int) {
+    /// Bytes kept free at the start of every slot before the received message (room for outer headers).
+    let headroom: Int
+
+    init(count: Int, slotSize: Int, headroom: Int = 0) {
+        precondition(headroom < slotSize)
         self.count = count
         self.slotSize = slotSize
+        self.headroom = headroom
         storage = UnsafeMutableRawBufferPointer.allocate(byteCount: count * slotSize, alignment: 64)
         iovecs = .allocate(capacity: count)
         headers = .allocate(capacity: count)
@@ -93,7 +98,7 @@ final class MessageBatch {
     /// Receives up to `count` messages without blocking; returns how many (0 when none or on error).
     func receive(_ fd: Int32) -> Int {
         for i in 0..<count {
-            iovecs[i] = iovec(iov_base: storage.baseAddress! + i * slotSize, iov_len: slotSize)
+            iovecs[i] = iovec(iov_base: storage.baseAddress! + i * slotSize + headroom, iov_len: slotSize - headroom)
             var header = fulcrum_mmsghdr()
             header.msg_hdr.msg_iov = iovecs + i
             header.msg_hdr.msg_iovlen = 1

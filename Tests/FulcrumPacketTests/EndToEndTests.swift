@@ -87,6 +87,68 @@ import Testing
     }
 }
 
+/// `tunnel` mode end to end, VXLAN (the backends' kernel decapsulates) and IPIP (the backends run
+/// `IPIPDecapsulator`, since this kernel has no ipip module). Needs root; skipped loudly otherwise.
+@Suite(.serialized) struct TunnelEndToEndTests {
+    static let vxlanMAC = "02:00:00:0a:a0:01"
+
+    @Test(
+        .enabled(if: NATEndToEndTests.isRoot, "needs root for network namespaces: tunnel end-to-end test SKIPPED"),
+        arguments: ["vxlan", "ipip"])
+    func httpRequestsThroughTheVIPAreSpreadOverTheBackends(encapsulation: String) throws {
+        let lab = NamespaceLab(prefix: "fp\(encapsulation.prefix(1))\(getpid() % 100_000)")
+        defer { lab.tearDown() }
+        try lab.build()
+        try lab.configureForTunnel(vxlanMAC: encapsulation == "vxlan" ? Self.vxlanMAC : nil)
+        var decapsulators: [IPIPDecapsulator] = []
+        defer { for d in decapsulators { d.stop() } }
+        if encapsulation == "ipip" {
+            for (name, _, _) in lab.backends {
+                let decap = try IPIPDecapsulator(
+                    tunName: "tipip", networkNamespace: "/var/run/netns/\(lab.prefix)-\(name)")
+                try decap.start()
+                decapsulators.append(decap)
+                try lab.ip(["-n", "\(lab.prefix)-\(name)", "link", "set", "tipip", "up"])
+            }
+        }
+        try lab.startBackends(bindVIP: true)
+
+        let kind: TunnelSettings.Kind =
+            encapsulation == "vxlan"
+            ? .vxlan(
+                Encapsulation.VXLAN(vni: 42, innerDestinationMAC: MACAddress(Self.vxlanMAC)!, innerSourceMAC: .zero))
+            : .ipip
+        let settings = TunnelSettings(
+            frame: FrameServiceSettings(
+                service: VirtualServiceAddress(vip: TestPackets.vip, port: 80, proto: IPProtocolNumber.tcp),
+                localMAC: .zero),
+            kind: kind, localAddress: TestPackets.lb)
+        let pool = try TestPackets.pool(port: 80)
+        let service = try TunnelVirtualService(
+            settings: settings, pool: pool, interface: "eth0", networkNamespace: "/var/run/netns/\(lab.lb)")
+        try service.start()
+        defer { service.stop() }
+
+        let requests = 30
+        let answers = try lab.requestThroughVIP(requests)
+        let stats = service.statistics
+        print(
+            "\(encapsulation) e2e: answers \(answers.sorted { $0.key < $1.key }), flows \(stats.flows), \(stats.forwarding)"
+        )
+        #expect(answers.values.reduce(0, +) == requests)
+        #expect(Set(answers.keys) == ["be1", "be2", "be3"], "every backend answers: \(answers)")
+        #expect(stats.flows.created == UInt64(requests) && stats.sendFailures == 0)
+        if encapsulation == "ipip" {
+            // Every encapsulated packet was decapsulated by a backend (the last ones may still be in flight: bounded wait).
+            let all = waitUntil(seconds: 3) {
+                decapsulators.map { $0.statistics.decapsulated }.reduce(0, +)
+                    == service.statistics.forwarding.packetsIn
+            }
+            #expect(all, "decapsulated \(decapsulators.map { $0.statistics }), sent \(service.statistics.forwarding)")
+        }
+    }
+}
+
 /// The bridge topology of NETWORK-LAB.md with unique namespace names; everything it creates is removed by
 /// `tearDown`, also after a failure.
 final class NamespaceLab: @unchecked Sendable {
@@ -230,6 +292,37 @@ final class NamespaceLab: @unchecked Sendable {
         }
     }
 
+    /// Tunnel modes: like DSR (VIP on loopback, no ARP for it), and packets for the VIP arrive on a tunnel
+    /// device, so reverse-path filtering must not drop them (their source is routed via eth0).
+    func configureForTunnel(vxlanMAC: String?) throws {
+        try configureForDSR()
+        for (name, address, _) in backends {
+            let ns = "\(prefix)-\(name)"
+            try sysctl(ns, "net.ipv4.conf.all.rp_filter=0")
+            try sysctl(ns, "net.ipv4.conf.default.rp_filter=0")
+            if let vxlanMAC {
+                try ip([
+                    "-n", ns, "link", "add", "vxlan0", "type", "vxlan", "id", "42", "dstport", "4789", "local", address,
+                    "dev", "eth0", "nolearning",
+                ])
+                try ip(["-n", ns, "link", "set", "vxlan0", "address", vxlanMAC])
+                try ip(["-n", ns, "link", "set", "vxlan0", "up"])
+            }
+        }
+    }
+
+    /// Sends `requests` HTTP requests from the client to the VIP; counts the answers (backend names).
+    func requestThroughVIP(_ requests: Int) throws -> [String: Int] {
+        var answers: [String: Int] = [:]
+        for _ in 0..<requests {
+            let out = try run(
+                "/usr/sbin/ip", ["netns", "exec", client, "curl", "-s", "--max-time", "3", "http://10.200.0.100/id"],
+                timeout: 5)
+            answers[out.stdout.trimmingCharacters(in: .whitespacesAndNewlines), default: 0] += 1
+        }
+        return answers
+    }
+
     func tearDown() {
         for process in backendProcesses where process.isRunning {
             // SIGKILL by the PID we started: children spawned from a test thread inherit libdispatch's blocked
@@ -240,4 +333,14 @@ final class NamespaceLab: @unchecked Sendable {
         for name in namespaces.reversed() { _ = try? run("/usr/sbin/ip", ["netns", "del", name]) }
         for directory in tempDirectories { try? FileManager.default.removeItem(at: directory) }
     }
+}
+
+/// Polls `condition` every 10 ms until it holds or `seconds` pass (bounded; for state another thread publishes).
+func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return condition()
 }
