@@ -183,3 +183,13 @@ import Testing
         #expect(TestPackets.read32(probe, 38) == TestPackets.ip("10.200.0.12"))
     }
 }
+
+@Suite struct DropCountersTextTests {
+    @Test func describesNonZeroReasons() {
+        var counters = DropCounters()
+        #expect(counters.description == "none")
+        counters.record(.fragment)
+        counters.record(.badVersion)
+        #expect(counters.description == "bad_version=1 fragment=1")
+    }
+}

@@ -29,6 +29,7 @@ public final class IPIPDecapsulator: Sendable {
         } else {
             (device, input) = try open()
         }
+        input.setReceiveBuffer(4 << 20)
     }
 
     public var statistics: Statistics { published.withLock { $0 } }

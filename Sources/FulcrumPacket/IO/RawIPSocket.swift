@@ -15,6 +15,16 @@ public final class RawIPSocket: Sendable {
         self.fd = fd
     }
 
+    /// Asks for a receive buffer of `bytes` (beyond `rmem_max` when privileged): a burst of segments from a
+    /// split GSO frame overflows the default ~200 KB and the excess is lost until TCP retransmits.
+    public func setReceiveBuffer(_ bytes: Int32) {
+        var size = bytes
+        let length = socklen_t(MemoryLayout<Int32>.size)
+        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, length) != 0 {
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, length)
+        }
+    }
+
     /// Sends one complete IPv4 packet to `destination` (host order); false when the kernel refused it.
     @discardableResult
     public func send(_ packet: UnsafeRawBufferPointer, to destination: UInt32) -> Bool {
