@@ -34,6 +34,7 @@ public final class PacketSocket: Sendable {
         var m = [UInt8](repeating: 0, count: 6)
         let got = fulcrum_packet_local_mac(fd, &m)
         guard got == 0 else { throw fail("getsockname", -got) }
+        SocketOptions.setReceiveBuffer(fd, 4 << 20)
         self.fd = fd
         self.interface = interface
         interfaceIndex = Int32(index)

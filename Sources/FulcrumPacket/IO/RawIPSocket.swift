@@ -15,14 +15,9 @@ public final class RawIPSocket: Sendable {
         self.fd = fd
     }
 
-    /// Asks for a receive buffer of `bytes` (beyond `rmem_max` when privileged): a burst of segments from a
-    /// split GSO frame overflows the default ~200 KB and the excess is lost until TCP retransmits.
+    /// Asks for a receive buffer of `bytes` (see `SocketOptions.setReceiveBuffer`).
     public func setReceiveBuffer(_ bytes: Int32) {
-        var size = bytes
-        let length = socklen_t(MemoryLayout<Int32>.size)
-        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, length) != 0 {
-            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, length)
-        }
+        SocketOptions.setReceiveBuffer(fd, bytes)
     }
 
     /// Sends one complete IPv4 packet to `destination` (host order); false when the kernel refused it.
@@ -41,5 +36,18 @@ public final class RawIPSocket: Sendable {
 
     deinit {
         close(fd)
+    }
+}
+
+/// Socket options shared by the packet sockets.
+enum SocketOptions {
+    /// Asks for a receive buffer of `bytes`, beyond `rmem_max` when privileged: a burst (a split GSO frame,
+    /// a full batch while the worker is busy) overflows the default ~200 KB and the excess is lost.
+    static func setReceiveBuffer(_ fd: Int32, _ bytes: Int32) {
+        var size = bytes
+        let length = socklen_t(MemoryLayout<Int32>.size)
+        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, length) != 0 {
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, length)
+        }
     }
 }
