@@ -68,7 +68,7 @@ public enum DropReason: Int, Error, CaseIterable, Sendable, CustomStringConverti
 }
 
 /// Drops by reason: one plain counter per reason, owned by one worker (no atomics on the data path).
-public struct DropCounters: Sendable, Equatable {
+public struct DropCounters: Sendable, Equatable, CustomStringConvertible {
     private var counts: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
 
     public init() {}
@@ -84,6 +84,12 @@ public struct DropCounters: Sendable, Equatable {
     /// Adds another worker's counts (aggregation for metrics).
     public mutating func add(_ other: DropCounters) {
         for i in counts.indices { counts[i] &+= other.counts[i] }
+    }
+
+    /// `reason=count` for the non-zero reasons (log lines, test output).
+    public var description: String {
+        let parts = nonZero.map { "\($0.0)=\($0.1)" }
+        return parts.isEmpty ? "none" : parts.joined(separator: " ")
     }
 
     /// Reasons with a non-zero count.

@@ -83,7 +83,7 @@ public enum ARP {
     /// which every Linux neighbour table accepts), sent when Fulcrum starts serving a VIP.
     public static func gratuitous(ip: UInt32, mac: MACAddress) -> [UInt8] {
         var frame = [UInt8](repeating: 0, count: frameLength)
-        frame.withUnsafeMutableBytes { raw in
+        _ = frame.withUnsafeMutableBytes { raw in
             write(
                 into: PacketBytes(raw), ethernetDestination: .broadcast,
                 message: Message(operation: opRequest, senderMAC: mac, senderIP: ip, targetMAC: .zero, targetIP: ip))

@@ -57,13 +57,6 @@ public struct PacketBytes {
         raw[offset + 5] = b.5
     }
 
-    /// Moves `count` bytes from `source` to `destination` within this buffer (regions may overlap).
-    public func move(from source: Int, to destination: Int, count: Int) {
-        guard count > 0, let base = raw.baseAddress else { return }
-        precondition(source >= 0 && destination >= 0 && source + count <= raw.count && destination + count <= raw.count)
-        (base + destination).copyMemory(from: base + source, byteCount: count)
-    }
-
     /// The bytes `range` as a read-only view.
     public func slice(_ range: Range<Int>) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: raw[range])

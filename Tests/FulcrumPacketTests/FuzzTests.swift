@@ -7,7 +7,7 @@ import Testing
 /// (forward, reply, emitted or a counted drop), never a trap. Debug builds bounds-check every buffer access,
 /// so an out-of-bounds read would trap here.
 ///
-/// A debug build runs 100,000 packets by default (≈ 3 s; the full million takes ≈ 33 s in debug on the 2-core
+/// A debug build runs 100,000 packets by default (≈ 3 s; the full million takes 33–63 s in debug on the 2-core
 /// machine); a release build runs the million. `FULCRUM_FUZZ_ITERATIONS` and `FULCRUM_FUZZ_SEED` override:
 /// `FULCRUM_FUZZ_ITERATIONS=1000000 swift test --skip-build --filter FuzzTests` (debug) or
 /// `swift test -c release --filter FuzzTests`.

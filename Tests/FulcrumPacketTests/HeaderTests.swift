@@ -155,3 +155,41 @@ import Testing
         #expect(counters.nonZero.map(\.0) == [.badChecksum, .fragment])
     }
 }
+
+@Suite struct NeighborTableTests {
+    @Test func learnsFromARPAndStaysBounded() {
+        var table = NeighborTable(capacity: 2)
+        var frame = TestPackets.arpRequest(
+            target: TestPackets.vip, senderIP: TestPackets.ip("10.200.0.11"),
+            senderMAC: MACAddress(2, 0, 0, 0, 0, 0x11))
+        frame.withPacket { table.learn(fromFrame: $0, frameStart: 0, length: $0.count) }
+        #expect(table.lookup(TestPackets.ip("10.200.0.11")) == MACAddress(2, 0, 0, 0, 0, 0x11))
+        table.learn(0, MACAddress(2, 0, 0, 0, 0, 1))  // a probe's sender
+        table.learn(5, .broadcast)
+        #expect(table.count == 1)
+        table.learn(6, MACAddress(2, 0, 0, 0, 0, 6))
+        table.learn(7, MACAddress(2, 0, 0, 0, 0, 7))
+        #expect(table.count == 2 && table.lookup(7) == nil)
+        var ip = TestPackets.ethernet() + TestPackets.ipv4()
+        ip.withPacket { table.learn(fromFrame: $0, frameStart: 0, length: $0.count) }
+        #expect(table.count == 2)
+    }
+
+    @Test func arpProbe() {
+        let probe = ARP.request(target: TestPackets.ip("10.200.0.12"), senderMAC: TestPackets.lbMAC)
+        #expect(Array(probe[0..<6]) == MACAddress.broadcast.array)
+        #expect(TestPackets.read16(probe, 20) == ARP.opRequest)
+        #expect(TestPackets.read32(probe, 28) == 0)
+        #expect(TestPackets.read32(probe, 38) == TestPackets.ip("10.200.0.12"))
+    }
+}
+
+@Suite struct DropCountersTextTests {
+    @Test func describesNonZeroReasons() {
+        var counters = DropCounters()
+        #expect(counters.description == "none")
+        counters.record(.fragment)
+        counters.record(.badVersion)
+        #expect(counters.description == "bad_version=1 fragment=1")
+    }
+}

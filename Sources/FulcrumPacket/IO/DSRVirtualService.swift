@@ -1,0 +1,124 @@
+import FulcrumCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A running `dsr` virtual service: one worker on an AF_PACKET socket (with the virtio_net_hdr) doing poll →
+/// `recvmmsg` batch → MAC rewrite in place (`DSRForwarder`) → `sendmmsg`, reading the pool snapshot once per
+/// batch. It answers ARP for the VIP, announces it with a gratuitous ARP at start, and learns the backends'
+/// MACs from ARP (asking with probes for backends it has not heard from).
+///
+/// The host must not own the VIP and must not forward (`ip_forward=0`), or the kernel would answer or route
+/// the frames it also receives. Backends: VIP on `lo`, `arp_ignore=1`, `arp_announce=2`, service on the VIP
+/// at the same port.
+public final class DSRVirtualService: Sendable {
+    public struct Statistics: Sendable, Equatable {
+        public var forwarding = ForwardingCounters()
+        public var drops = DropCounters()
+        public var flows = FlowCounters()
+        public var activeFlows = 0
+        public var neighbors = 0
+        public var sendFailures: UInt64 = 0
+    }
+
+    public let service: VirtualServiceAddress
+    public let pool: Pool
+    public let socket: PacketSocket
+    private let flowCapacity: Int
+    private let timeouts: FlowTimeouts
+    private let stopping = Atomic<Bool>(false)
+    private let published = Mutex(Statistics())
+    private let worker = Mutex<WorkerThread?>(nil)
+
+    public init(
+        service: VirtualServiceAddress, pool: Pool, interface: String, networkNamespace: String? = nil,
+        flowCapacity: Int = 65536, timeouts: FlowTimeouts = FlowTimeouts()
+    ) throws(PacketIOError) {
+        self.service = service
+        self.pool = pool
+        self.flowCapacity = flowCapacity
+        self.timeouts = timeouts
+        if let networkNamespace {
+            socket = try NetworkNamespace.perform(path: networkNamespace) { () throws(PacketIOError) in
+                try PacketSocket(interface: interface)
+            }
+        } else {
+            socket = try PacketSocket(interface: interface)
+        }
+    }
+
+    public var statistics: Statistics { published.withLock { $0 } }
+
+    public func start() throws(PacketIOError) {
+        let thread = try WorkerThread { [self] in run() }
+        worker.withLock { $0 = thread }
+    }
+
+    public func stop() {
+        stopping.store(true, ordering: .releasing)
+        let thread = worker.withLock { w -> WorkerThread? in
+            defer { w = nil }
+            return w
+        }
+        thread?.join()
+    }
+
+    private func run() {
+        let forwarder = DSRForwarder(
+            settings: FrameServiceSettings(
+                service: service, localMAC: socket.mac, flowCapacity: flowCapacity, timeouts: timeouts))
+        var neighbors = NeighborTable()
+        var reader = PoolReader(pool)
+        let batch = MessageBatch(count: 64, slotSize: VirtioNetHeader.length + 65536)
+        var sendFailures: UInt64 = 0
+        var lastProbe: UInt64 = 0
+        socket.sendPlain(ARP.gratuitous(ip: service.vip, mac: socket.mac))
+        var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
+        while !stopping.load(ordering: .acquiring) {
+            pfd.revents = 0
+            let ready = poll(&pfd, 1, 100)
+            let now = MonotonicClock.now()
+            let snapshot = reader.snapshot()
+            // Ask for the backends we cannot reach yet, at most every 500 ms.
+            if now &- lastProbe >= 500_000_000 {
+                lastProbe = now
+                for candidate in snapshot.candidates {
+                    if let address = candidate.backend.ipv4, neighbors.lookup(address) == nil {
+                        socket.sendPlain(ARP.request(target: address, senderMAC: socket.mac))
+                    }
+                }
+            }
+            if ready > 0 {
+                let received = batch.receive(socket.fd)
+                for i in 0..<received where !batch.isOutgoing(i) {
+                    let length = batch.length(i)
+                    guard length > VirtioNetHeader.length else { continue }
+                    let bytes = batch.slot(i)
+                    let frameLength = length - VirtioNetHeader.length
+                    neighbors.learn(fromFrame: bytes, frameStart: VirtioNetHeader.length, length: frameLength)
+                    let verdict = forwarder.process(
+                        bytes, frameStart: VirtioNetHeader.length, length: frameLength, snapshot: snapshot, now: now
+                    ) { neighbors.lookup($0) }
+                    switch verdict {
+                    case .forward(let range):
+                        // The virtio_net_hdr goes back unchanged: the kernel finishes checksums and segments.
+                        batch.queueSend(slot: i, range: 0..<range.upperBound)
+                    case .reply(let range):
+                        for k in 0..<VirtioNetHeader.length { bytes.setU8(k, 0) }
+                        batch.queueSend(slot: i, range: 0..<range.upperBound)
+                    case .emitted, .drop:
+                        break
+                    }
+                }
+                sendFailures &+= UInt64(batch.flushSends(socket.fd))
+            }
+            forwarder.pinning.flows.sweep(now: now, limit: 256)
+            let stats = Statistics(
+                forwarding: forwarder.counters, drops: forwarder.drops, flows: forwarder.pinning.flows.counters,
+                activeFlows: forwarder.pinning.flows.count, neighbors: neighbors.count, sendFailures: sendFailures)
+            published.withLock { $0 = stats }
+        }
+    }
+}
