@@ -77,23 +77,17 @@ struct RuntimeState: Codable, Equatable {
                 backends.append(BackendConfig(address: endpoint, weight: added.weight, backup: added.backup))
             }
             for backendIndex in backends.indices {
-                if let weight = changes.weights[backends[backendIndex].address.description] {
+                let address = backends[backendIndex].address.description
+                if let weight = changes.weights[address] {
                     backends[backendIndex].weight = weight
+                }
+                if let state = changes.admin[address].flatMap(AdminState.init(rawValue:)) {
+                    backends[backendIndex].state = state
                 }
             }
             config.pools[index].backends = backends
         }
         return config
-    }
-
-    /// The admin states to set after the pools are built.
-    var adminStates: [(pool: String, endpoint: Endpoint, state: AdminState)] {
-        pools.sorted { $0.key < $1.key }.flatMap { pool, changes in
-            changes.admin.sorted { $0.key < $1.key }.compactMap { address, state in
-                guard let endpoint = Endpoint(address), let state = AdminState(rawValue: state) else { return nil }
-                return (pool, endpoint, state)
-            }
-        }
     }
 
     // MARK: The file

@@ -1,0 +1,253 @@
+import Foundation
+import FulcrumAdmin
+import FulcrumCluster
+import FulcrumConfig
+import FulcrumCore
+import FulcrumDemo
+import FulcrumServer
+import FulcrumTestSupport
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+/// Three FulcrumServer nodes in one process sharing one etcd prefix. They bind the shared listener on one
+/// loopback port with SO_REUSEPORT, so the kernel spreads connections over the three; each node's own
+/// `Pool` counts the requests it forwarded, which says which node carried traffic to which backend.
+@Suite(
+    .serialized,
+    .enabled(
+        if: EtcdServer.isAvailable,
+        "SKIPPED: `etcd` is not in PATH — install Debian's etcd-server (scripts/test does so as root)"))
+struct ClusterServerTests {
+    static let prefix = "/fulcrum-cluster-test/"
+
+    struct Node {
+        let server: FulcrumServer
+        let serviceGroup: ServiceGroup
+
+        func pool() async throws -> Pool { try #require(await server.pool(named: "web")) }
+
+        /// One admin API call over HTTP.
+        func admin(
+            _ method: String, _ path: String, _ body: String? = nil, group: any EventLoopGroup
+        ) async throws
+            -> (status: Int, json: JSONValue?)
+        {
+            let port = try #require(await server.adminPort)
+            let response = try await DemoHTTPClient.request(
+                port: port,
+                DemoRequest(
+                    method: method, path: path, headers: [(name: "Content-Type", value: "application/json")],
+                    body: body.map { ByteBuffer(string: $0) }),
+                timeout: .seconds(20), group: group)
+            return (response.status, try? JSONValue.parse(Array(buffer: response.body)))
+        }
+    }
+
+    static func nodeConfig(_ index: Int, etcdPort: Int) throws -> FulcrumConfig {
+        try ConfigLoader.load(
+            yaml: """
+                admin: { listen: 127.0.0.1:0 }
+                cluster:
+                  store: etcd
+                  endpoints: [http://127.0.0.1:\(etcdPort)]
+                  prefix: \(prefix)
+                  node_name: node-\(index)
+                """)
+    }
+
+    /// etcd, two demo backends, the seeded prefix and three running nodes for the duration of `body`.
+    static func withCluster(
+        _ body: (EtcdServer, any EventLoopGroup, [DemoBackend], [Node], Int) async throws -> Void
+    ) async throws {
+        try await withEtcd { etcd in
+            try await withEventLoopGroup(threads: 2) { group in
+                var backends: [DemoBackend] = []
+                defer { for backend in backends { Task { try? await backend.stop() } } }
+                for index in 0..<3 {
+                    backends.append(try await DemoBackend.start(name: "b\(index)", group: group))
+                }
+                let listenPort = try EtcdServer.freePort()
+                let client = EtcdClient(endpoints: [etcd.endpoint], group: group)
+                _ = try await ClusterSeed.seed(
+                    configText: """
+                        pools:
+                          web:
+                            algorithm: round-robin
+                            backends: [127.0.0.1:\(backends[0].port)]
+                        listeners:
+                          - { name: www, bind: 127.0.0.1:\(listenPort), mode: http, pool: web }
+                        """, client: client, prefix: prefix)
+                var logger = Logger(label: "fulcrum.test")
+                logger.logLevel = .warning
+                var nodes: [Node] = []
+                for index in 1...3 {
+                    let server = try await FulcrumServer.start(
+                        config: try nodeConfig(index, etcdPort: etcd.clientPort), group: group, logger: logger)
+                    nodes.append(Node(server: server, serviceGroup: ServiceGroup(services: [server], logger: logger)))
+                }
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    for node in nodes { tasks.addTask { try await node.serviceGroup.run() } }
+                    do {
+                        try await body(etcd, group, backends, nodes, listenPort)
+                    } catch {
+                        for node in nodes { await node.serviceGroup.triggerGracefulShutdown() }
+                        throw error
+                    }
+                    for node in nodes { await node.serviceGroup.triggerGracefulShutdown() }
+                    try await tasks.waitForAll()
+                }
+                for backend in backends { try? await backend.stop() }
+                backends = []
+            }
+        }
+    }
+
+    /// `count` requests through the shared port; each connection goes to one of the nodes.
+    static func drive(_ count: Int, port: Int, group: any EventLoopGroup) async throws {
+        for _ in 0..<count {
+            let response = try await DemoHTTPClient.request(port: port, DemoRequest(), group: group)
+            #expect(response.status == 200)
+        }
+    }
+
+    static func requests(_ node: Node, to backend: DemoBackend) async throws -> UInt64 {
+        let endpoint = try #require(Endpoint("127.0.0.1:\(backend.port)"))
+        guard let member = try await node.pool().snapshot().member(endpoint) else { return 0 }
+        return member.backend.stats.totalRequests.load(ordering: .relaxed)
+    }
+
+    @Test func aChangeThroughOneNodeReachesEveryNodeAndSurvivesAnEtcdOutage() async throws {
+        try await Self.withCluster { etcd, group, backends, nodes, port in
+            // Every node joined and runs the seeded pool.
+            for node in nodes { #expect(try await node.pool().snapshot().members.count == 1) }
+            let joined = await eventually(within: .seconds(5)) {
+                let view = await nodes[0].server.cluster()
+                return view?.nodes.map(\.id) == ["node-1", "node-2", "node-3"]
+            }
+            #expect(joined, "not every node registered")
+
+            // Scale-out through node 1's admin API; nodes 2 and 3 apply it from their watch.
+            let added = "127.0.0.1:\(backends[1].port)"
+            let started = ContinuousClock.now
+            let (status, _) = try await nodes[0].admin(
+                "POST", "/api/v1/pools/web/backends", "{\"address\": \"\(added)\"}", group: group)
+            #expect(status == 201)
+            let everywhere = await eventually(within: .seconds(1), every: .milliseconds(2)) {
+                for node in nodes {
+                    guard (try? await node.pool().snapshot().member(Endpoint(added)!)) != nil else { return false }
+                }
+                return true
+            }
+            let elapsed = ContinuousClock.now - started
+            print("cluster: backend added through node 1 applied on all three nodes in \(elapsed)")
+            #expect(everywhere, "not applied on every node within 1 s")
+            try await Self.drive(60, port: port, group: group)
+            for (index, node) in nodes.enumerated() {
+                let count = try await Self.requests(node, to: backends[1])
+                #expect(count > 0, "node \(index + 1) sent no request to the added backend")
+            }
+
+            // A weight change through node 2 applies everywhere.
+            let (weightStatus, _) = try await nodes[1].admin(
+                "PATCH", "/api/v1/pools/web/backends/\(added)", "{\"weight\": 7}", group: group)
+            #expect(weightStatus == 200)
+            #expect(
+                await eventually(within: .seconds(1)) {
+                    for node in nodes {
+                        guard (try? await node.pool().snapshot().member(Endpoint(added)!))?.weight == 7 else {
+                            return false
+                        }
+                    }
+                    return true
+                })
+
+            // etcd stops: every node keeps serving and says so.
+            await etcd.stop()
+            #expect(
+                await eventually(within: .seconds(10)) {
+                    for node in nodes {
+                        if await node.server.cluster()?.connected != false { return false }
+                    }
+                    return true
+                })
+            try await Self.drive(6, port: port, group: group)
+            let (refused, body) = try await nodes[0].admin(
+                "PATCH", "/api/v1/pools/web/backends/\(added)", "{\"weight\": 3}", group: group)
+            #expect(refused == 503, "\(String(describing: body))")
+
+            // A change made meanwhile (etcd on another port for a moment, unseen by the nodes)...
+            let originalPort = etcd.clientPort
+            try await etcd.restart(clientPort: try EtcdServer.freePort())
+            let other = EtcdClient(endpoints: [etcd.endpoint], group: group)
+            let store = try EtcdConfigStore(client: other, prefix: Self.prefix)
+            _ = try await store.reload()
+            let third = try #require(Endpoint("127.0.0.1:\(backends[2].port)"))
+            _ = try await SharedPoolEditor(store: store).apply(.add(BackendSpec(endpoint: third)), to: "web")
+            await etcd.stop()
+            // ...is caught up with once etcd is back.
+            try await etcd.restart(clientPort: originalPort)
+            let caughtUp = await eventually(within: .seconds(15), every: .milliseconds(20)) {
+                for node in nodes {
+                    if (try? await node.pool().snapshot().member(third)) == nil { return false }
+                }
+                return true
+            }
+            #expect(caughtUp, "a node did not catch up after etcd returned")
+        }
+    }
+
+    @Test func aMalformedDocumentIsRejectedAndConcurrentWritesAreAllKept() async throws {
+        try await Self.withCluster { etcd, group, backends, nodes, port in
+            let client = EtcdClient(endpoints: [etcd.endpoint], group: group)
+            try await client.put(
+                Self.prefix + "pools/web", value: Array("backends: [{ address: nope }]\n".utf8))
+            let rejected = await eventually(within: .seconds(2)) {
+                for node in nodes {
+                    guard let view = await node.server.cluster(), view.rejections.map(\.key) == ["pools/web"] else {
+                        return false
+                    }
+                }
+                return true
+            }
+            #expect(rejected, "not every node reported the rejection")
+            let view = try #require(await nodes[2].server.cluster())
+            #expect(view.rejections.first?.problems.first?.contains("nope") == true, "\(view.rejections)")
+            for node in nodes {
+                #expect(try await node.pool().snapshot().members.map(\.endpoint.port) == [UInt16(backends[0].port)])
+            }
+            try await Self.drive(3, port: port, group: group)
+
+            // Repair it (directly), then two operators add backends at the same time on two nodes.
+            try await client.put(Self.prefix + "pools/web", value: Array("backends: []\n".utf8))
+            #expect(await eventually(within: .seconds(2)) { await nodes[0].server.cluster()?.rejections == [] })
+            let addresses = (0..<6).map { "127.0.0.1:\(20000 + $0)" }
+            try await withThrowingTaskGroup(of: Int.self) { writes in
+                for (index, address) in addresses.enumerated() {
+                    writes.addTask {
+                        let body = "{\"address\": \"\(address)\", \"healthy\": true}"
+                        return try await nodes[index % 2].admin(
+                            "POST", "/api/v1/pools/web/backends", body, group: group
+                        )
+                        .status
+                    }
+                }
+                for try await status in writes { #expect(status == 201) }
+            }
+            let all = await eventually(within: .seconds(2)) {
+                for node in nodes {
+                    let members = (try? await node.pool().snapshot().members.map(\.endpoint.description)) ?? []
+                    if Set(members) != Set(addresses) { return false }
+                }
+                return true
+            }
+            #expect(all, "a concurrent change was lost")
+            var conflicts = 0
+            for node in nodes { conflicts += await node.server.cluster()?.writeConflicts ?? 0 }
+            print("cluster: 6 concurrent adds on two nodes, \(conflicts) compare-and-swap conflict(s) retried")
+        }
+    }
+}
