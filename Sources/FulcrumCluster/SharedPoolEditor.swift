@@ -33,7 +33,7 @@ public struct SharedPoolEditor: Sendable {
         }
     }
 
-    public init(store: EtcdConfigStore, maxAttempts: Int = 5) {
+    public init(store: EtcdConfigStore, maxAttempts: Int = 8) {
         self.store = store
         self.maxAttempts = max(1, maxAttempts)
     }
@@ -70,6 +70,8 @@ public struct SharedPoolEditor: Sendable {
                 return (revision, conflicts)
             } catch EtcdError.conflict {
                 conflicts += 1
+                // A short random pause, growing with the attempt, so racing writers do not collide again in step.
+                if attempt < maxAttempts { try? await Task.sleep(for: .milliseconds(Int.random(in: 1...5) * attempt)) }
             } catch let error as ClusterWriteError {
                 throw .rejected(error.description)
             } catch {

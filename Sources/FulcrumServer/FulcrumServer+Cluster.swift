@@ -66,6 +66,9 @@ extension FulcrumServer {
             client: client, prefix: cluster.prefix,
             record: NodeRecord(id: nodeID, configRevision: 0, health: "starting", storeConnected: false),
             logger: clusterLogger)
+        if fileConfig.admin?.stateFile != nil {
+            logger.warning("admin.state_file is not used in a cluster: admin changes are kept in etcd")
+        }
         clusterNode = ClusterNode(
             store: store, membership: membership, client: client, prefix: cluster.prefix, nodeID: nodeID)
         do {

@@ -216,6 +216,23 @@ struct ClusterServerTests {
             #expect(rejected, "not every node reported the rejection")
             let view = try #require(await nodes[2].server.cluster())
             #expect(view.rejections.first?.problems.first?.contains("nope") == true, "\(view.rejections)")
+            // The same through the API, and as a metric.
+            let (status, json) = try await nodes[1].admin("GET", "/api/v1/cluster", group: group)
+            #expect(status == 200)
+            guard case .array(let rejections)? = json?["store"]?["rejections"] else {
+                Issue.record("no store.rejections in \(String(describing: json))")
+                return
+            }
+            #expect(rejections.first?["key"] == .string("pools/web"))
+            let adminPort = try #require(await nodes[1].server.adminPort)
+            let metricsSeen = await eventually(within: .seconds(3), every: .milliseconds(100)) {
+                guard
+                    let metrics = try? await DemoHTTPClient.request(
+                        port: adminPort, DemoRequest(path: "/metrics"), group: group)
+                else { return false }
+                return String(buffer: metrics.body).contains("fulcrum_cluster_rejected_documents 1")
+            }
+            #expect(metricsSeen, "fulcrum_cluster_rejected_documents 1 not in /metrics")
             for node in nodes {
                 #expect(try await node.pool().snapshot().members.map(\.endpoint.port) == [UInt16(backends[0].port)])
             }
@@ -229,13 +246,13 @@ struct ClusterServerTests {
                 for (index, address) in addresses.enumerated() {
                     writes.addTask {
                         let body = "{\"address\": \"\(address)\", \"healthy\": true}"
-                        return try await nodes[index % 2].admin(
-                            "POST", "/api/v1/pools/web/backends", body, group: group
-                        )
-                        .status
+                        let (status, json) = try await nodes[index % 2].admin(
+                            "POST", "/api/v1/pools/web/backends", body, group: group)
+                        #expect(status == 201, "\(String(describing: json))")
+                        return status
                     }
                 }
-                for try await status in writes { #expect(status == 201) }
+                for try await _ in writes {}
             }
             let all = await eventually(within: .seconds(2)) {
                 for node in nodes {
@@ -248,6 +265,93 @@ struct ClusterServerTests {
             var conflicts = 0
             for node in nodes { conflicts += await node.server.cluster()?.writeConflicts ?? 0 }
             print("cluster: 6 concurrent adds on two nodes, \(conflicts) compare-and-swap conflict(s) retried")
+        }
+    }
+}
+
+/// The commands an operator types: `fulcrum cluster seed`, `fulcrum run` on a clustered node file, and
+/// `fulcrum ctl` unchanged against it (its writes land in etcd), plus `fulcrum ctl cluster`.
+@Suite(
+    .serialized,
+    .enabled(
+        if: EtcdServer.isAvailable,
+        "SKIPPED: `etcd` is not in PATH — install Debian's etcd-server (scripts/test does so as root)"))
+struct ClusterProcessTests {
+    @Test func seedRunAndCtlAgainstAClusteredNode() async throws {
+        try await withEtcd { etcd in
+            try await withEventLoopGroup(threads: 1) { group in
+                let first = try await DemoBackend.start(name: "first", group: group)
+                let second = try await DemoBackend.start(name: "second", group: group)
+                let directory = FileManager.default.temporaryDirectory
+                    .appendingPathComponent("fulcrum-cluster-ctl-\(getpid())")
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+                let port = try await RunProcessTests.freePort(group: group)
+                let adminPort = try await RunProcessTests.freePort(group: group)
+                let seedFile = directory.appendingPathComponent("seed.yaml").path
+                let nodeFile = directory.appendingPathComponent("node.yaml").path
+                let endpoint = "http://127.0.0.1:\(etcd.clientPort)"
+                try """
+                pools:
+                  web: { algorithm: round-robin, backends: [127.0.0.1:\(first.port)] }
+                listeners:
+                  - { name: www, bind: 127.0.0.1:\(port), mode: http, pool: web }
+                """.write(toFile: seedFile, atomically: true, encoding: .utf8)
+                try """
+                admin: { listen: 127.0.0.1:\(adminPort) }
+                cluster: { store: etcd, endpoints: [\(endpoint)], prefix: /ops/, node_name: lb-1 }
+                """.write(toFile: nodeFile, atomically: true, encoding: .utf8)
+                var process: Process?
+                func cleanUp() async {
+                    if let process { await RunProcessTests.stop(process) }
+                    try? await first.stop()
+                    try? await second.stop()
+                    try? FileManager.default.removeItem(at: directory)
+                }
+                do {
+                    let seeded = try await CtlProcessTests.fulcrum(
+                        ["cluster", "seed", seedFile, "--endpoints", endpoint, "--prefix", "/ops/"])
+                    #expect(seeded.status == 0, "\(seeded)")
+                    #expect(seeded.stdout.contains("/ops/pools/web") && seeded.stdout.contains("/ops/listeners/www"))
+                    let again = try await CtlProcessTests.fulcrum(
+                        ["cluster", "seed", seedFile, "--endpoints", endpoint, "--prefix", "/ops/"])
+                    #expect(again.status == 1 && again.stderr.contains("already holds configuration"), "\(again)")
+
+                    process = try RunProcessTests.startRun(configFile: nodeFile, extra: ["--log-level", "warning"])
+                    let admin = ["--admin", "http://127.0.0.1:\(adminPort)"]
+                    #expect(
+                        await eventually(within: .seconds(20)) {
+                            (try? await CtlProcessTests.fulcrum(["ctl", "backends", "web"] + admin))?.status == 0
+                        })
+                    let response = try await DemoHTTPClient.request(port: port, DemoRequest(), group: group)
+                    #expect(response.status == 200)
+
+                    let added = "127.0.0.1:\(second.port)"
+                    let add = try await CtlProcessTests.fulcrum(["ctl", "add", "web", added] + admin)
+                    #expect(add.status == 0, "\(add)")
+                    #expect(!add.stderr.contains("lost on restart"), "a clustered change is kept in etcd: \(add)")
+                    #expect(try await CtlProcessTests.fulcrum(["ctl", "drain", "web", added] + admin).status == 0)
+                    let client = EtcdClient(endpoints: [etcd.endpoint], group: group)
+                    let document = try await client.get("/ops/pools/web").keyValue?.text ?? ""
+                    #expect(document.contains(added) && document.contains("draining"), "\(document)")
+                    #expect(
+                        try await CtlProcessTests.fulcrum(["ctl", "remove", "web", added, "--timeout", "5s"] + admin)
+                            .status == 0)
+                    let after = try await client.get("/ops/pools/web").keyValue?.text ?? ""
+                    #expect(!after.contains(added), "\(after)")
+
+                    let table = try await CtlProcessTests.fulcrum(["ctl", "cluster"] + admin)
+                    #expect(table.status == 0, "\(table)")
+                    #expect(table.stdout.contains("lb-1 *") && table.stdout.contains("connected"), "\(table)")
+                    let json = try await CtlProcessTests.fulcrum(["ctl", "cluster", "--json"] + admin)
+                    let parsed = try JSONValue.parse(Array(json.stdout.utf8))
+                    #expect(parsed["node"] == .string("lb-1"))
+                    #expect(parsed["store"]?["connected"] == .bool(true))
+                } catch {
+                    await cleanUp()
+                    throw error
+                }
+                await cleanUp()
+            }
         }
     }
 }
