@@ -269,6 +269,54 @@ struct ClusterServerTests {
     }
 }
 
+/// A node whose etcd is down at start serves nothing shared, says so, and applies the prefix once etcd answers.
+@Suite(
+    .serialized,
+    .enabled(
+        if: EtcdServer.isAvailable,
+        "SKIPPED: `etcd` is not in PATH — install Debian's etcd-server (scripts/test does so as root)"))
+struct ClusterStartTests {
+    @Test func aNodeStartedWithoutEtcdCatchesUpWhenItAnswers() async throws {
+        try await withEtcd { etcd in
+            try await withEventLoopGroup(threads: 2) { group in
+                let backend = try await DemoBackend.start(name: "b0", group: group)
+                let port = try EtcdServer.freePort()
+                _ = try await ClusterSeed.seed(
+                    configText: """
+                        pools: { web: { backends: [127.0.0.1:\(backend.port)] } }
+                        listeners: [{ name: www, bind: 127.0.0.1:\(port), mode: http, pool: web }]
+                        """, client: EtcdClient(endpoints: [etcd.endpoint], group: group),
+                    prefix: ClusterServerTests.prefix)
+                await etcd.stop()
+                var logger = Logger(label: "fulcrum.test")
+                logger.logLevel = .critical
+                let server = try await FulcrumServer.start(
+                    config: try ClusterServerTests.nodeConfig(1, etcdPort: etcd.clientPort), group: group,
+                    logger: logger)
+                #expect(await server.pool(named: "web") == nil)
+                let serviceGroup = ServiceGroup(services: [server], logger: logger)
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    tasks.addTask { try await serviceGroup.run() }
+                    let view = await server.cluster()
+                    #expect(view?.connected == false && view?.nodesError != nil, "\(String(describing: view))")
+                    try await etcd.restart()
+                    let caughtUp = await eventually(within: .seconds(15), every: .milliseconds(20)) {
+                        await server.port(ofListener: "www") == port
+                    }
+                    #expect(caughtUp, "the node did not apply the prefix after etcd came up")
+                    if caughtUp {
+                        let response = try await DemoHTTPClient.request(port: port, DemoRequest(), group: group)
+                        #expect(response.status == 200)
+                    }
+                    await serviceGroup.triggerGracefulShutdown()
+                    try await tasks.waitForAll()
+                }
+                try? await backend.stop()
+            }
+        }
+    }
+}
+
 /// The commands an operator types: `fulcrum cluster seed`, `fulcrum run` on a clustered node file, and
 /// `fulcrum ctl` unchanged against it (its writes land in etcd), plus `fulcrum ctl cluster`.
 @Suite(
