@@ -15,7 +15,8 @@ struct RuntimeState: Codable, Equatable {
         var added: [Added] = []
         var removed: [String] = []
         var weights: [String: Int] = [:]
-        /// `draining` or `disabled` (enabled is the default and is not stored).
+        /// What an operator set: `enabled`, `draining` or `disabled`. `enabled` is kept too, because the
+        /// file may say `state: draining` and the operator's last word wins, as for weights.
         var admin: [String: String] = [:]
 
         var isEmpty: Bool { added.isEmpty && removed.isEmpty && weights.isEmpty && admin.isEmpty }
@@ -57,8 +58,7 @@ struct RuntimeState: Codable, Equatable {
     }
 
     mutating func recordAdmin(pool: String, _ endpoint: Endpoint, _ state: AdminState) {
-        pools[pool, default: PoolChanges()].admin[endpoint.description] = state == .enabled ? nil : state.rawValue
-        if pools[pool]?.isEmpty == true { pools[pool] = nil }
+        pools[pool, default: PoolChanges()].admin[endpoint.description] = state.rawValue
     }
 
     // MARK: Applying to a config
