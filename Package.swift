@@ -105,7 +105,7 @@ let package = Package(
         .target(
             name: "FulcrumCluster",
             dependencies: [
-                "FulcrumCore", "FulcrumConfig",
+                "FulcrumCore", "FulcrumConfig", .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -118,7 +118,7 @@ let package = Package(
         .target(
             name: "FulcrumServer",
             dependencies: [
-                "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin",
+                "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin", "FulcrumCluster",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -132,7 +132,7 @@ let package = Package(
         .executableTarget(
             name: "fulcrum",
             dependencies: [
-                "FulcrumCore", "FulcrumConfig", "FulcrumServer", "FulcrumDemo",
+                "FulcrumCore", "FulcrumConfig", "FulcrumServer", "FulcrumDemo", "FulcrumCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -152,6 +152,7 @@ let package = Package(
         .target(
             name: "FulcrumTestSupport",
             dependencies: [
+                "FulcrumCluster",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/FulcrumTestSupport",
@@ -230,7 +231,7 @@ let package = Package(
             dependencies: [
                 "FulcrumTestSupport",
                 "FulcrumAdmin", "FulcrumServer", "FulcrumProxy", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
-                "fulcrum",
+                "FulcrumCluster", "fulcrum",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -62,3 +62,46 @@ extension AdminAPI {
         return .double(Double(nanos) / 1_000_000)
     }
 }
+
+extension AdminAPI {
+    /// `GET /api/v1/cluster`: this node's store and the live nodes.
+    static func clusterJSON(_ view: ClusterView) -> JSONValue {
+        let nodes = view.nodes.map { node -> JSONValue in
+            .object([
+                ("id", .string(node.id)),
+                ("admin_address", node.adminAddress.map(JSONValue.string) ?? .null),
+                ("config_revision", .int(Int(clamping: node.configRevision))),
+                ("health", .string(node.health)),
+                ("store_connected", .bool(node.storeConnected)),
+            ])
+        }
+        let rejections = view.rejections.map { rejection -> JSONValue in
+            .object([
+                ("key", .string(rejection.key)),
+                ("mod_revision", .int(Int(clamping: rejection.modRevision))),
+                ("problems", .array(rejection.problems.map(JSONValue.string))),
+            ])
+        }
+        return .object([
+            ("node", .string(view.node)),
+            (
+                "store",
+                .object([
+                    ("type", .string(view.store)),
+                    ("prefix", .string(view.prefix)),
+                    ("connected", .bool(view.connected)),
+                    ("revision", .int(Int(clamping: view.revision))),
+                    ("applied_revision", .int(Int(clamping: view.appliedRevision))),
+                    ("last_error", view.lastError.map(JSONValue.string) ?? .null),
+                    ("rejections", .array(rejections)),
+                    ("rejected_total", .int(view.rejectedTotal)),
+                    ("disconnects_total", .int(view.disconnectsTotal)),
+                    ("write_conflicts", .int(view.writeConflicts)),
+                    ("registered", .bool(view.registered)),
+                ])
+            ),
+            ("nodes", .array(nodes)),
+            ("nodes_error", view.nodesError.map(JSONValue.string) ?? .null),
+        ])
+    }
+}

@@ -69,6 +69,7 @@ public struct AdminAPI: Sendable {
         case backends(pool: String)
         case backend(pool: String, address: String)
         case listeners
+        case cluster
     }
 
     private func route(_ request: AdminRequest) async throws -> AdminResponse {
@@ -81,6 +82,7 @@ public struct AdminAPI: Sendable {
         switch segments.count {
         case 3 where segments[0...2] == ["api", "v1", "pools"]: route = .pools
         case 3 where segments[0...2] == ["api", "v1", "listeners"]: route = .listeners
+        case 3 where segments[0...2] == ["api", "v1", "cluster"]: route = .cluster
         case 4 where segments[0...2] == ["api", "v1", "pools"]: route = .pool(segments[3])
         case 5 where segments[0...2] == ["api", "v1", "pools"] && segments[4] == "backends":
             route = .backends(pool: segments[3])
@@ -92,7 +94,7 @@ public struct AdminAPI: Sendable {
 
         let allowed: [String]
         switch route {
-        case .pools, .pool, .listeners: allowed = ["GET"]
+        case .pools, .pool, .listeners, .cluster: allowed = ["GET"]
         case .backends: allowed = ["GET", "POST"]
         case .backend: allowed = ["GET", "PATCH", "DELETE"]
         }
@@ -114,6 +116,11 @@ public struct AdminAPI: Sendable {
             return AdminResponse(status: 200, body: .object([("listeners", .array(listeners))]))
         case (.pool(let name), _):
             return AdminResponse(status: 200, body: Self.poolJSON(try await existingPool(name)))
+        case (.cluster, _):
+            guard let view = await control.cluster() else {
+                return .error(404, "not_clustered", "this node is not in a cluster (no 'cluster: { store: etcd }')")
+            }
+            return AdminResponse(status: 200, body: Self.clusterJSON(view))
         case (.backends(let name), "GET"):
             let pool = try await existingPool(name)
             let now = Self.now()
@@ -248,6 +255,9 @@ public struct AdminAPI: Sendable {
         case .duplicateBackend: return .error(409, "duplicate_backend", error.description)
         case .invalidWeight: return .error(422, "invalid_weight", error.description)
         case .persistenceFailed: return .error(500, "persistence_failed", error.description)
+        case .conflict: return .error(409, "conflict", error.description)
+        case .storeUnavailable: return .error(503, "store_unavailable", error.description)
+        case .rejected: return .error(422, "rejected", error.description)
         }
     }
 

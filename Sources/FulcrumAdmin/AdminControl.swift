@@ -26,10 +26,13 @@ public protocol AdminControl: Sendable {
     /// The registry the process bootstrapped swift-metrics with; `/metrics` appends what it holds
     /// (control-plane counters) to the per-backend series. Nil when metrics were not bootstrapped.
     var metricsRegistry: PrometheusCollectorRegistry? { get async }
+    /// The cluster as this node sees it (`GET /api/v1/cluster`); nil when the node is not clustered.
+    func cluster() async -> ClusterView?
 }
 
 extension AdminControl {
     public var metricsRegistry: PrometheusCollectorRegistry? { nil }
+    public func cluster() async -> ClusterView? { nil }
 }
 
 /// A proxy listener as the admin API and metrics show it.
@@ -80,6 +83,12 @@ public enum AdminError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidWeight(Int)
     /// 500: the change was applied but the state file could not be written.
     case persistenceFailed(String)
+    /// 409: a clustered write kept losing its compare-and-swap (someone else changed the pool meanwhile).
+    case conflict(String)
+    /// 503: the shared store (etcd) cannot be reached; nothing was changed.
+    case storeUnavailable(String)
+    /// 422: the shared store refused the change (every node would reject the resulting document).
+    case rejected(String)
 
     public var description: String {
         switch self {
@@ -90,6 +99,85 @@ public enum AdminError: Error, Sendable, Equatable, CustomStringConvertible {
             return
                 "weight \(weight) is out of range \(BackendSpec.weightRange.lowerBound)-\(BackendSpec.weightRange.upperBound)"
         case .persistenceFailed(let reason): return "applied, but the state file could not be written: \(reason)"
+        case .conflict(let detail): return "conflicting concurrent change, not applied: \(detail)"
+        case .storeUnavailable(let detail): return "the shared configuration store is unavailable: \(detail)"
+        case .rejected(let detail): return "the shared configuration store refused the change: \(detail)"
         }
+    }
+}
+
+/// The cluster as one node sees it: the live nodes (from their lease-bound records) and this node's store.
+public struct ClusterView: Sendable, Equatable {
+    /// One live node's record.
+    public struct Node: Sendable, Equatable {
+        public var id: String
+        public var adminAddress: String?
+        public var configRevision: Int64
+        public var health: String
+        public var storeConnected: Bool
+
+        public init(id: String, adminAddress: String?, configRevision: Int64, health: String, storeConnected: Bool) {
+            self.id = id
+            self.adminAddress = adminAddress
+            self.configRevision = configRevision
+            self.health = health
+            self.storeConnected = storeConnected
+        }
+    }
+
+    /// A shared document this node refuses to apply, with its problems (one line each).
+    public struct Rejection: Sendable, Equatable {
+        public var key: String
+        public var modRevision: Int64
+        public var problems: [String]
+
+        public init(key: String, modRevision: Int64, problems: [String]) {
+            self.key = key
+            self.modRevision = modRevision
+            self.problems = problems
+        }
+    }
+
+    /// This node's id.
+    public var node: String
+    /// `etcd` (or `file`).
+    public var store: String
+    public var prefix: String
+    public var connected: Bool
+    /// The newest store revision this node processed, and the one its running config was built from.
+    public var revision: Int64
+    public var appliedRevision: Int64
+    public var lastError: String?
+    public var rejections: [Rejection]
+    public var rejectedTotal: Int
+    public var disconnectsTotal: Int
+    /// Admin writes that lost a compare-and-swap race on this node and were retried.
+    public var writeConflicts: Int
+    /// Whether this node's own record is registered under a live lease.
+    public var registered: Bool
+    /// Live nodes, sorted by id; empty with `nodesError` set when etcd cannot be read now.
+    public var nodes: [Node]
+    public var nodesError: String?
+
+    public init(
+        node: String, store: String, prefix: String, connected: Bool, revision: Int64, appliedRevision: Int64,
+        lastError: String?, rejections: [Rejection], rejectedTotal: Int, disconnectsTotal: Int, writeConflicts: Int,
+        registered: Bool,
+        nodes: [Node], nodesError: String?
+    ) {
+        self.node = node
+        self.store = store
+        self.prefix = prefix
+        self.connected = connected
+        self.revision = revision
+        self.appliedRevision = appliedRevision
+        self.lastError = lastError
+        self.rejections = rejections
+        self.rejectedTotal = rejectedTotal
+        self.disconnectsTotal = disconnectsTotal
+        self.writeConflicts = writeConflicts
+        self.registered = registered
+        self.nodes = nodes
+        self.nodesError = nodesError
     }
 }

@@ -106,6 +106,15 @@ public enum ConfigLoader {
         if let clusterNode = map.value("cluster") {
             config.cluster = ClusterConfig.decode(clusterNode, at: .root.key("cluster"), context: context)
         }
+        if config.cluster?.store == .etcd {
+            // Two sources for one pool would disagree sooner or later: in a cluster these live in etcd only.
+            for section in ["pools", "listeners", "virtual_services"] {
+                map.reject(
+                    section,
+                    "with cluster.store etcd, \(section) live in etcd: remove them from this file "
+                        + "(`fulcrum cluster seed FILE` writes a file's \(section) into an empty prefix)")
+            }
+        }
         return config
     }
 

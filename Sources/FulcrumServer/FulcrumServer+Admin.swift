@@ -1,9 +1,12 @@
 import FulcrumAdmin
+import FulcrumCluster
 import FulcrumConfig
 import FulcrumCore
 import FulcrumProxy
+import Logging
 import NIOCore
 import Prometheus
+import Synchronization
 
 /// The admin API's view of the running server: pools, listeners and run-time pool changes.
 /// Changes apply at once through the pools (a new snapshot; no reload, no dropped connection) and
@@ -29,13 +32,10 @@ extension FulcrumServer: AdminControl {
 
     public var metricsRegistry: PrometheusCollectorRegistry? { MetricsBootstrap.registry }
 
-    public func addBackend(pool name: String, spec: BackendSpec, healthy: Bool?) throws(AdminError) -> ChangeResult {
-        let pool = try existingPool(name)
-        let result = try change(name) { () throws(PoolError) in
-            try pool.add(spec, healthy: healthy, now: MonotonicClock.now())
-        }
-        try persist { $0.recordAdd(pool: name, spec) }
-        return result
+    public func addBackend(
+        pool name: String, spec: BackendSpec, healthy: Bool?
+    ) async throws(AdminError) -> ChangeResult {
+        try await poolWriter.write(.add(spec), pool: name, healthy: healthy, on: self)
     }
 
     public func removeBackend(
@@ -43,12 +43,12 @@ extension FulcrumServer: AdminControl {
     )
         async throws(AdminError) -> ChangeResult
     {
+        let writer = poolWriter
         let pool = try existingPool(name)
+        guard pool.snapshot().member(endpoint) != nil else { throw .unknownBackend(pool: name, endpoint) }
         var events: [PoolEvent] = []
         if !force {
-            events += try change(name) { () throws(PoolError) in
-                try pool.setAdmin(endpoint, to: .draining, now: MonotonicClock.now())
-            }.events
+            events += try await writer.write(.state(endpoint, .draining), pool: name, healthy: nil, on: self).events
             // Established connections finish (bounded by the drain timeout) before the backend goes.
             if let backend = pool.snapshot().member(endpoint)?.backend {
                 let deadline = ContinuousClock.now + drainTimeout
@@ -57,39 +57,63 @@ extension FulcrumServer: AdminControl {
                 }
             }
         }
-        var removed: Backend?
-        events += try change(name) { () throws(PoolError) in
-            let (backend, events) = try pool.remove(endpoint, now: MonotonicClock.now())
-            removed = backend
-            return events
-        }.events
+        let backend = pool.snapshot().member(endpoint)?.backend
+        let result = try await writer.write(.remove(endpoint), pool: name, healthy: nil, on: self)
         // What is still open now (forced, or past the drain timeout, or idle pooled HTTP connections)
         // is closed: the backend is out of the pool.
-        removed?.connections.closeAll()
-        try persist { $0.recordRemove(pool: name, endpoint) }
-        return ChangeResult(persisted: persistsChanges, events: events)
+        if pool.snapshot().member(endpoint) == nil { backend?.connections.closeAll() }
+        return ChangeResult(persisted: result.persisted, events: events + result.events)
     }
 
-    public func setWeight(pool name: String, endpoint: Endpoint, weight: Int) throws(AdminError) -> ChangeResult {
-        let pool = try existingPool(name)
-        let result = try change(name) { () throws(PoolError) in
-            try pool.setWeight(endpoint, to: weight, now: MonotonicClock.now())
-        }
-        try persist { $0.recordWeight(pool: name, endpoint, weight) }
-        return result
+    public func setWeight(
+        pool name: String, endpoint: Endpoint, weight: Int
+    ) async throws(AdminError) -> ChangeResult {
+        try await poolWriter.write(.weight(endpoint, weight), pool: name, healthy: nil, on: self)
     }
 
     public func setAdminState(
         pool name: String, endpoint: Endpoint, state: AdminState
-    ) throws(AdminError)
+    ) async throws(AdminError)
         -> ChangeResult
     {
+        try await poolWriter.write(.state(endpoint, state), pool: name, healthy: nil, on: self)
+    }
+
+    /// Where admin changes go: this node's overlay (and state file), or the pool document in etcd.
+    var poolWriter: any PoolChangeWriter {
+        if let clusterNode { return SharedPoolWriter(node: clusterNode) }
+        return OverlayPoolWriter()
+    }
+
+    /// Applies a change to this node's pool at once (a new snapshot) and records it in the overlay.
+    func applyLocally(
+        _ change: ClusterDocuments.BackendChange, pool name: String, healthy: Bool?
+    ) throws(AdminError) -> ChangeResult {
         let pool = try existingPool(name)
-        let result = try change(name) { () throws(PoolError) in
-            try pool.setAdmin(endpoint, to: state, now: MonotonicClock.now())
+        let now = MonotonicClock.now()
+        switch change {
+        case .add(let spec):
+            let result = try self.change(name) { () throws(PoolError) in try pool.add(spec, healthy: healthy, now: now)
+            }
+            try persist { $0.recordAdd(pool: name, spec) }
+            return result
+        case .remove(let endpoint):
+            let result = try self.change(name) { () throws(PoolError) in try pool.remove(endpoint, now: now).1 }
+            try persist { $0.recordRemove(pool: name, endpoint) }
+            return result
+        case .weight(let endpoint, let weight):
+            let result = try self.change(name) { () throws(PoolError) in
+                try pool.setWeight(endpoint, to: weight, now: now)
+            }
+            try persist { $0.recordWeight(pool: name, endpoint, weight) }
+            return result
+        case .state(let endpoint, let state):
+            let result = try self.change(name) { () throws(PoolError) in
+                try pool.setAdmin(endpoint, to: state, now: now)
+            }
+            try persist { $0.recordAdmin(pool: name, endpoint, state) }
+            return result
         }
-        try persist { $0.recordAdmin(pool: name, endpoint, state) }
-        return result
     }
 
     /// Records an applied change in the overlay and, with a state file, writes it (atomically).
@@ -103,7 +127,7 @@ extension FulcrumServer: AdminControl {
         }
     }
 
-    private func existingPool(_ name: String) throws(AdminError) -> Pool {
+    func existingPool(_ name: String) throws(AdminError) -> Pool {
         guard let pool = pool(named: name) else { throw .unknownPool(name) }
         return pool
     }
@@ -120,5 +144,57 @@ extension FulcrumServer: AdminControl {
             case .invalidWeight(let weight): throw .invalidWeight(weight)
             }
         }
+    }
+}
+
+/// Where the admin API's pool changes are kept. One small protocol so that the API has one code path:
+/// on a single node the change applies at once and is kept in the overlay (``OverlayPoolWriter``); in a
+/// cluster it is a compare-and-swap of the pool document in etcd that every node, this one included,
+/// applies from its watch (``SharedPoolWriter``).
+protocol PoolChangeWriter: Sendable {
+    func write(
+        _ change: ClusterDocuments.BackendChange, pool: String, healthy: Bool?, on server: isolated FulcrumServer
+    ) async throws(AdminError) -> ChangeResult
+}
+
+/// A single node: the pool changes now; the overlay (and `admin.state_file`) keeps it.
+struct OverlayPoolWriter: PoolChangeWriter {
+    func write(
+        _ change: ClusterDocuments.BackendChange, pool: String, healthy: Bool?, on server: isolated FulcrumServer
+    ) async throws(AdminError) -> ChangeResult {
+        try server.applyLocally(change, pool: pool, healthy: healthy)
+    }
+}
+
+/// A cluster: the pool document in etcd changes (compare-and-swap, retried on conflict), then this node
+/// waits until its watch applied it, so the caller reads the change back from this node at once.
+/// `healthy` is not shared: a new backend starts as the pool's health checks say on every node.
+struct SharedPoolWriter: PoolChangeWriter {
+    let node: ClusterNode
+
+    func write(
+        _ change: ClusterDocuments.BackendChange, pool: String, healthy: Bool?, on server: isolated FulcrumServer
+    ) async throws(AdminError) -> ChangeResult {
+        let outcome: (revision: Int64, conflicts: Int)
+        do {
+            outcome = try await node.editor.apply(change, to: pool)
+        } catch {
+            switch error {
+            case .unknownPool(let name): throw .unknownPool(name)
+            case .unknownBackend(let name, let endpoint): throw .unknownBackend(pool: name, endpoint)
+            case .duplicateBackend(let name, let endpoint): throw .duplicateBackend(pool: name, endpoint)
+            case .rejected(let detail): throw .rejected(detail)
+            case .conflict:
+                node.counters.withLock { $0.writeConflicts += node.editor.maxAttempts }
+                throw .conflict(error.description)
+            case .unavailable(let detail): throw .storeUnavailable(detail)
+            }
+        }
+        if outcome.conflicts > 0 { node.counters.withLock { $0.writeConflicts += outcome.conflicts } }
+        if !(await server.waitUntilApplied(outcome.revision)) {
+            server.logger.warning(
+                "shared change written but not yet applied here", metadata: ["revision": "\(outcome.revision)"])
+        }
+        return ChangeResult(persisted: true, events: [])
     }
 }

@@ -1,4 +1,5 @@
 import FulcrumAdmin
+import FulcrumCluster
 import FulcrumConfig
 import FulcrumCore
 import FulcrumHealth
@@ -16,7 +17,7 @@ import UnixSignals
 /// connections finish for each listener's `timeouts.drain`.
 public actor FulcrumServer: Service {
     public let group: any EventLoopGroup
-    private let logger: Logger
+    let logger: Logger
     private let configPath: String?
     public private(set) var config: FulcrumConfig
     private var poolsByName: [String: Pool] = [:]
@@ -28,8 +29,13 @@ public actor FulcrumServer: Service {
     /// Access logs replaced by a reload: closed once connections that may still write to them drained.
     private let retiredLogs: AsyncStream<(AccessLog, Duration)>
     private let retiredLogInput: AsyncStream<(AccessLog, Duration)>.Continuation
-    /// Run-time changes made through the admin API (an overlay on the config file).
+    /// Run-time changes made through the admin API (an overlay on the config file; unused in a cluster).
     var runtime = RuntimeState()
+    /// The shared store and membership, with `cluster: { store: etcd }` (FulcrumServer+Cluster.swift).
+    var clusterNode: ClusterNode?
+    /// The store revision of the shared configuration running now, and of the newest one processed.
+    var clusterAppliedRevision: Int64 = 0
+    var clusterSeenRevision: Int64 = 0
     /// Listeners taken out by a reload, drained by `run`.
     private let retired: AsyncStream<(ProxyListener, Duration)>
     private let retiredInput: AsyncStream<(ProxyListener, Duration)>.Continuation
@@ -53,11 +59,13 @@ public actor FulcrumServer: Service {
     ) async throws -> FulcrumServer {
         _ = MetricsBootstrap.registry
         let server = FulcrumServer(config: config, configPath: configPath, group: group, logger: logger)
-        if let stateFile = config.admin?.stateFile {
+        // In a cluster the pools come from etcd (and admin changes go there), not from the file.
+        let initial = try await server.joinCluster(config)
+        if let stateFile = config.admin?.stateFile, await server.clusterNode == nil {
             await server.loadState(from: stateFile)
         }
         do {
-            try await server.apply(config, initial: true)
+            try await server.apply(initial, initial: true)
             if let adminConfig = config.admin {
                 try await server.startAdmin(adminConfig)
             }
@@ -107,8 +115,10 @@ public actor FulcrumServer: Service {
             tasks.addTask { await self.reloadOnHangup() }
             let admin = self.admin
             if let admin { tasks.addTask { await admin.run() } }
+            if let clusterNode { tasks.addTask { await self.followCluster(clusterNode) } }
             // Serve until graceful shutdown is requested (or the task is cancelled).
             try? await gracefulShutdown()
+            await clusterNode?.leave()
             await admin?.shutdown()
             tasks.cancelAll()
         }
@@ -130,6 +140,7 @@ public actor FulcrumServer: Service {
     /// and the running config keeps serving. Returns whether the new config was applied.
     @discardableResult
     public func reloadFromFile() async -> Bool {
+        if clusterNode != nil { return await reloadFromCluster() }
         guard let configPath else {
             logger.warning("reload requested but the config did not come from a file")
             return false
@@ -285,8 +296,12 @@ public actor FulcrumServer: Service {
             let grace = newConfig.listeners.map(\.timeouts.drain).max() ?? .zero
             retiredLogInput.yield((replacedLog, grace + .seconds(1)))
         }
-        for (pool, endpoint, state) in runtime.adminStates {
-            _ = try? poolsByName[pool]?.setAdmin(endpoint, to: state, now: now)
+        // Admin states: the overlay's (already in `newConfig`), else the config's, else enabled.
+        for poolConfig in newConfig.pools {
+            for backend in poolConfig.backends {
+                _ = try? poolsByName[poolConfig.name]?.setAdmin(
+                    backend.address, to: backend.state ?? .enabled, now: now)
+            }
         }
         checkerSetInput.yield(makeHealthCheckers())
     }

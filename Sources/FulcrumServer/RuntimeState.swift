@@ -15,7 +15,8 @@ struct RuntimeState: Codable, Equatable {
         var added: [Added] = []
         var removed: [String] = []
         var weights: [String: Int] = [:]
-        /// `draining` or `disabled` (enabled is the default and is not stored).
+        /// What an operator set: `enabled`, `draining` or `disabled`. `enabled` is kept too, because the
+        /// file may say `state: draining` and the operator's last word wins, as for weights.
         var admin: [String: String] = [:]
 
         var isEmpty: Bool { added.isEmpty && removed.isEmpty && weights.isEmpty && admin.isEmpty }
@@ -57,8 +58,7 @@ struct RuntimeState: Codable, Equatable {
     }
 
     mutating func recordAdmin(pool: String, _ endpoint: Endpoint, _ state: AdminState) {
-        pools[pool, default: PoolChanges()].admin[endpoint.description] = state == .enabled ? nil : state.rawValue
-        if pools[pool]?.isEmpty == true { pools[pool] = nil }
+        pools[pool, default: PoolChanges()].admin[endpoint.description] = state.rawValue
     }
 
     // MARK: Applying to a config
@@ -77,23 +77,17 @@ struct RuntimeState: Codable, Equatable {
                 backends.append(BackendConfig(address: endpoint, weight: added.weight, backup: added.backup))
             }
             for backendIndex in backends.indices {
-                if let weight = changes.weights[backends[backendIndex].address.description] {
+                let address = backends[backendIndex].address.description
+                if let weight = changes.weights[address] {
                     backends[backendIndex].weight = weight
+                }
+                if let state = changes.admin[address].flatMap(AdminState.init(rawValue:)) {
+                    backends[backendIndex].state = state
                 }
             }
             config.pools[index].backends = backends
         }
         return config
-    }
-
-    /// The admin states to set after the pools are built.
-    var adminStates: [(pool: String, endpoint: Endpoint, state: AdminState)] {
-        pools.sorted { $0.key < $1.key }.flatMap { pool, changes in
-            changes.admin.sorted { $0.key < $1.key }.compactMap { address, state in
-                guard let endpoint = Endpoint(address), let state = AdminState(rawValue: state) else { return nil }
-                return (pool, endpoint, state)
-            }
-        }
     }
 
     // MARK: The file

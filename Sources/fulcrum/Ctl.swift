@@ -15,7 +15,7 @@ struct Ctl: AsyncParsableCommand {
             """,
         subcommands: [
             CtlPools.self, CtlBackends.self, CtlAdd.self, CtlRemove.self, CtlDrain.self, CtlEnable.self,
-            CtlDisable.self, CtlWeight.self,
+            CtlDisable.self, CtlWeight.self, CtlCluster.self,
         ])
 }
 
@@ -272,4 +272,65 @@ struct CtlWeight: AsyncParsableCommand {
     @OptionGroup var target: BackendTarget
     @Argument(help: "Weight, 1-256.") var weight: Int
     func run() async throws { try await target.patch(["weight": weight], done: "weight \(weight)") }
+}
+
+/// `GET /api/v1/cluster` as `ctl` reads it.
+struct APICluster: Decodable {
+    struct Store: Decodable {
+        struct Rejection: Decodable {
+            var key: String
+            var modRevision: Int
+            var problems: [String]
+        }
+        var type: String
+        var prefix: String
+        var connected: Bool
+        var revision: Int
+        var appliedRevision: Int
+        var lastError: String?
+        var rejections: [Rejection]
+        var writeConflicts: Int?
+    }
+    struct Node: Decodable {
+        var id: String
+        var adminAddress: String?
+        var configRevision: Int
+        var health: String
+        var storeConnected: Bool
+    }
+    var node: String
+    var store: Store
+    var nodes: [Node]
+    var nodesError: String?
+}
+
+struct CtlCluster: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster", abstract: "List the cluster's live nodes and this node's etcd store status.")
+    @OptionGroup var options: AdminOptions
+
+    func run() async throws {
+        let data = try await options.call("GET", "/api/v1/cluster")
+        guard !options.json else { return }
+        let cluster = try options.decode(APICluster.self, from: data)
+        printTable(
+            ["NODE", "ADMIN", "REVISION", "ETCD", "HEALTH"],
+            cluster.nodes.map { node in
+                [
+                    node.id + (node.id == cluster.node ? " *" : ""), node.adminAddress ?? "-",
+                    String(node.configRevision), node.storeConnected ? "connected" : "lost", node.health,
+                ]
+            })
+        if let error = cluster.nodesError { print("nodes: cannot list (\(error))") }
+        let store = cluster.store
+        print(
+            "this node (\(cluster.node)): \(store.type) \(store.prefix), "
+                + "\(store.connected ? "connected" : "NOT connected"), revision \(store.revision), "
+                + "applied \(store.appliedRevision)")
+        if let error = store.lastError { print("last error: \(error)") }
+        for rejection in store.rejections {
+            print("rejected \(rejection.key) (mod_revision \(rejection.modRevision)):")
+            for problem in rejection.problems { print("  \(problem)") }
+        }
+    }
 }

@@ -232,7 +232,7 @@ struct FieldTests {
                 track_weight: 0
                 notify: /bin/notify
               mirror: { listen: 10.0.0.2:7946, peers: [10.0.0.3:7946, "[2001:db8::3]:7946"], key_file: sync.key }
-            cluster: { store: etcd, endpoints: [http://10.0.0.50:2379], prefix: /lb/, node_name: lb-1 }
+            cluster: { store: file, prefix: /lb/, node_name: lb-1 }
             x-anchors: anything goes here
             """)
         #expect(config.workers == 8)
@@ -318,7 +318,26 @@ struct FieldTests {
                     keyFile: "sync.key"))
         #expect(
             config.cluster
+                == ClusterConfig(store: .file, endpoints: [], prefix: "/lb/", nodeName: "lb-1"))
+    }
+
+    @Test func anEtcdClusterNodeFileHasNoSharedSections() throws {
+        let config = try loadValid(
+            "cluster: { store: etcd, endpoints: [http://10.0.0.50:2379], prefix: /lb/, node_name: lb-1 }")
+        #expect(
+            config.cluster
                 == ClusterConfig(store: .etcd, endpoints: ["http://10.0.0.50:2379"], prefix: "/lb/", nodeName: "lb-1"))
+        #expect(throws: ConfigErrors.self) {
+            try ConfigLoader.load(
+                yaml: "cluster: { store: etcd, endpoints: [http://127.0.0.1:2379] }\npools: { web: {} }\n")
+        }
+    }
+
+    @Test func aBackendStateIsDecoded() throws {
+        let config = try loadValid(
+            "pools: { web: { backends: [{ address: 10.0.0.1:80, state: draining }, { address: 10.0.0.2:80, state: enabled }] } }"
+        )
+        #expect(config.pools.first?.backends.map(\.state) == [.draining, nil])
     }
 
     @Test func expectStatusAcceptsASingleCode() throws {

@@ -60,6 +60,27 @@ struct StateFileTests {
         }
     }
 
+    @Test("an operator's enable outlives a reload of a file that says state: draining")
+    func operatorStateWinsOverTheFile() async throws {
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let yaml = """
+            pools:
+              web: { backends: [{ address: 10.0.0.1:80, state: draining }, 10.0.0.2:80] }
+            listeners:
+              - { name: www, bind: 127.0.0.1:0, mode: http, pool: web }
+            """
+        try await withEventLoopGroup { group in
+            let server = try await FulcrumServer.start(config: Self.config(yaml), group: group, logger: logger)
+            let first = Endpoint("10.0.0.1:80")!
+            #expect(try #require(await server.pool(named: "web")).snapshot().member(first)?.admin == .draining)
+            _ = try await server.setAdminState(pool: "web", endpoint: first, state: .enabled)
+            #expect(await server.reload(try Self.config(yaml)))
+            #expect(try #require(await server.pool(named: "web")).snapshot().member(first)?.admin == .enabled)
+            await server.stopForTests()
+        }
+    }
+
     @Test("without state_file the API is told that changes are not kept")
     func notPersistedWithoutStateFile() async throws {
         var logger = Logger(label: "test")

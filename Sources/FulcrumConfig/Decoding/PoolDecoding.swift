@@ -119,14 +119,16 @@ extension PoolConfig {
             case .scalar where !item.isNullScalar:
                 backend = context.endpoint(item, at: itemPath).map { BackendConfig(address: $0) }
             case .mapping:
-                guard let map = context.mapping(item, at: itemPath, keys: ["address", "weight", "backup"]) else {
+                guard let map = context.mapping(item, at: itemPath, keys: ["address", "weight", "backup", "state"])
+                else {
                     continue
                 }
                 addressNode = map.value("address") ?? item
                 let weight = map.int("weight", in: BackendConfig.weightRange, default: 1)
                 let isBackup = map.bool("backup", default: false)
+                let state: AdminState? = map.choice("state", noun: "backend state")
                 backend = map.requiredEndpoint("address").map {
-                    BackendConfig(address: $0, weight: weight, backup: isBackup)
+                    BackendConfig(address: $0, weight: weight, backup: isBackup, state: state == .enabled ? nil : state)
                 }
             default:
                 context.report(

@@ -1,6 +1,5 @@
 import Foundation
 import FulcrumCluster
-import FulcrumTestSupport
 import NIOCore
 
 #if canImport(Glibc)
@@ -9,11 +8,11 @@ import Glibc
 
 /// A real etcd (Debian's `etcd-server`) started by a test on 127.0.0.1 with free ports and a temporary data
 /// directory, stopped by PID. The suites that need it are skipped, loudly, when `etcd` is not in PATH.
-final class EtcdServer: @unchecked Sendable {
+public final class EtcdServer: @unchecked Sendable {
     // @unchecked: `process` is replaced only by start/stop, which the owning test calls one at a time.
 
     /// The `etcd` binary in PATH, if any.
-    static let executable: URL? = {
+    public static let executable: URL? = {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         for directory in path.split(separator: ":") {
             let candidate = URL(fileURLWithPath: String(directory)).appendingPathComponent("etcd")
@@ -22,15 +21,15 @@ final class EtcdServer: @unchecked Sendable {
         return nil
     }()
 
-    static var isAvailable: Bool { executable != nil }
+    public static var isAvailable: Bool { executable != nil }
 
-    let directory: URL
-    var dataDirectory: URL { directory.appendingPathComponent("data") }
-    private(set) var clientPort: Int
-    let peerPort: Int
+    public let directory: URL
+    public var dataDirectory: URL { directory.appendingPathComponent("data") }
+    public private(set) var clientPort: Int
+    public let peerPort: Int
     private var process: Process?
 
-    var endpoint: EtcdEndpoint { EtcdEndpoint(host: "127.0.0.1", port: clientPort) }
+    public var endpoint: EtcdEndpoint { EtcdEndpoint(host: "127.0.0.1", port: clientPort) }
 
     private init(directory: URL, clientPort: Int, peerPort: Int) {
         self.directory = directory
@@ -39,7 +38,7 @@ final class EtcdServer: @unchecked Sendable {
     }
 
     /// Starts a fresh etcd and waits (bounded) until it answers.
-    static func start() async throws -> EtcdServer {
+    public static func start() async throws -> EtcdServer {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("fulcrum-etcd-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -54,7 +53,7 @@ final class EtcdServer: @unchecked Sendable {
     }
 
     /// Starts etcd again on the same data directory, on `clientPort` (default: the current one).
-    func restart(clientPort: Int? = nil) async throws {
+    public func restart(clientPort: Int? = nil) async throws {
         if let clientPort { self.clientPort = clientPort }
         try await launch()
     }
@@ -96,7 +95,7 @@ final class EtcdServer: @unchecked Sendable {
 
     /// Stops etcd by its PID (SIGTERM, then SIGKILL after 5 s) and waits for it to exit, off the
     /// cooperative pool.
-    func stop() async {
+    public func stop() async {
         _ = try? await offCooperativePool { self.stopBlocking() }
     }
 
@@ -117,13 +116,13 @@ final class EtcdServer: @unchecked Sendable {
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) etcd: its sockets stay open but nothing answers, like a
     /// network that drops packets silently.
-    func freeze(_ frozen: Bool) {
+    public func freeze(_ frozen: Bool) {
         guard let process, process.isRunning else { return }
         kill(process.processIdentifier, frozen ? SIGSTOP : SIGCONT)
     }
 
     /// Stops etcd and deletes its directory.
-    func stopAndRemove() async {
+    public func stopAndRemove() async {
         await stop()
         try? FileManager.default.removeItem(at: directory)
     }
@@ -140,7 +139,7 @@ final class EtcdServer: @unchecked Sendable {
     }
 
     /// A TCP port nothing listens on now (bound to port 0 and released).
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw EtcdServerError.noPort }
         defer { close(fd) }
@@ -159,14 +158,14 @@ final class EtcdServer: @unchecked Sendable {
     }
 }
 
-enum EtcdServerError: Error {
+public enum EtcdServerError: Error {
     case notInstalled
     case notReady(String)
     case noPort
 }
 
 /// Runs `body` with a started etcd, stopping it and removing its directory afterwards, whatever happens.
-func withEtcd<T>(_ body: (EtcdServer) async throws -> T) async throws -> T {
+public func withEtcd<T>(_ body: (EtcdServer) async throws -> T) async throws -> T {
     let server = try await EtcdServer.start()
     do {
         let result = try await body(server)
