@@ -7,6 +7,10 @@ import NIOPosix
 import ServiceLifecycle
 import UnixSignals
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `fulcrum run --config FILE`: serve until SIGTERM/SIGINT (then drain), reload on SIGHUP.
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,6 +22,9 @@ struct Run: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
+        // A SIGHUP that arrives before the server's reload handler is installed would kill the process (the
+        // default action); until then it is ignored: the config about to be read is the newest anyway.
+        signal(SIGHUP, SIG_IGN)
         let logger = logging.bootstrap()
         let fulcrumConfig = try loadConfigOrExit(config)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: fulcrumConfig.workers ?? System.coreCount)
