@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "FulcrumHA",
             dependencies: [
-                "FulcrumCore", "CFulcrumLinux",
+                "FulcrumCore", "FulcrumPacket", "CFulcrumLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -148,7 +148,10 @@ let package = Package(
         .testTarget(
             name: "FulcrumPacketTests", dependencies: ["FulcrumPacket", "FulcrumCore", "CFulcrumLinux"],
             swiftSettings: swiftSettings),
-        .testTarget(name: "FulcrumHATests", dependencies: ["FulcrumHA", "FulcrumCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FulcrumHATests",
+            dependencies: ["FulcrumHA", "FulcrumCore", "FulcrumPacket", "FulcrumTestSupport"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "FulcrumConfigTests",
             dependencies: ["FulcrumConfig", "FulcrumCore"],

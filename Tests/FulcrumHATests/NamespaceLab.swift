@@ -27,16 +27,6 @@ func command(_ arguments: [String]) async throws -> (status: Int32, output: Stri
     }
 }
 
-/// Polls `condition` every 5 ms until it holds or `timeout` passes; bounded in time.
-func waitFor(_ timeout: Duration, _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(5))
-    }
-    return try await condition()
-}
-
 /// A bridge in its own namespace and one namespace per node with `eth0` on it, named uniquely per process
 /// and deleted by `tearDown()` (call it in a `defer`-like path, also on failure).
 struct NamespaceLab {
