@@ -105,7 +105,7 @@ let package = Package(
         .target(
             name: "FulcrumServer",
             dependencies: [
-                "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin",
+                "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin", "FulcrumHA",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -150,7 +150,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FulcrumHATests",
-            dependencies: ["FulcrumHA", "FulcrumCore", "FulcrumPacket", "FulcrumTestSupport"],
+            dependencies: ["FulcrumHA", "FulcrumCore", "FulcrumPacket", "FulcrumTestSupport", "fulcrum"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FulcrumConfigTests",

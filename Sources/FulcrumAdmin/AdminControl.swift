@@ -26,10 +26,13 @@ public protocol AdminControl: Sendable {
     /// The registry the process bootstrapped swift-metrics with; `/metrics` appends what it holds
     /// (control-plane counters) to the per-backend series. Nil when metrics were not bootstrapped.
     var metricsRegistry: PrometheusCollectorRegistry? { get async }
+    /// The Active/Standby pair's state (`GET /api/v1/ha`, `fulcrum_vrrp_*`); nil without `ha.vrrp`.
+    var haStatus: HAStatus? { get async }
 }
 
 extension AdminControl {
     public var metricsRegistry: PrometheusCollectorRegistry? { nil }
+    public var haStatus: HAStatus? { nil }
 }
 
 /// A proxy listener as the admin API and metrics show it.
