@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        // HMAC-SHA256 for HA mirroring (FulcrumHA only).
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // Pure: no NIO, no syscalls. Backends, pools, snapshots, algorithms, health and outlier state.
@@ -96,6 +98,7 @@ let package = Package(
             name: "FulcrumHA",
             dependencies: [
                 "FulcrumCore", "FulcrumPacket", "CFulcrumLinux",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -21,6 +21,10 @@ public struct HAConfigurationError: Error, CustomStringConvertible, Sendable {
 final class HighAvailability: Sendable {
     let vrrp: VRRPService
     let config: VRRPConfig
+    /// Mirroring (`ha.mirror`): sends while this node is master, receives into `mirrored` otherwise.
+    let mirror: MirrorService?
+    /// What the peer mirrored to us; the packet plane installs it on takeover (once it runs in the server).
+    let mirrored = MirroredFlowStore()
     private let watched = Mutex(Watched())
 
     private struct Watched {
@@ -30,7 +34,7 @@ final class HighAvailability: Sendable {
         var reasons: [String] = []
     }
 
-    init(config: VRRPConfig, logger: Logger) throws(HAConfigurationError) {
+    init(config: VRRPConfig, mirror mirrorConfig: MirrorConfig?, logger: Logger) throws(HAConfigurationError) {
         let settings = Self.settings(for: config)
         do {
             try settings.validate()
@@ -41,7 +45,26 @@ final class HighAvailability: Sendable {
             throw HAConfigurationError(message: "ha.vrrp.interface: no interface named '\(config.interface)'")
         }
         self.config = config
-        vrrp = VRRPService(settings: settings, logger: logger)
+        let vrrp = VRRPService(settings: settings, logger: logger)
+        self.vrrp = vrrp
+        if let mirrorConfig {
+            let key: MirrorKey
+            do {
+                key = try MirrorKey(contentsOf: mirrorConfig.keyFile)
+            } catch {
+                throw HAConfigurationError(message: "ha.mirror.key_file: \(error)")
+            }
+            var mirrorLogger = logger
+            mirrorLogger[metadataKey: "component"] = "mirror"
+            // No packet plane runs in the server yet, so the active has no flows to export; the proxy keeps no
+            // affinity table (consistent hashing recomputes the same backend on the peer, see docs/ha.md).
+            mirror = MirrorService(
+                settings: .init(listen: mirrorConfig.listen, peers: mirrorConfig.peers, key: key),
+                source: NoMirroredFlows(), sink: mirrored, logger: mirrorLogger,
+                isActive: { vrrp.status.state == .master })
+        } else {
+            mirror = nil
+        }
     }
 
     /// `ha.vrrp` as the router's settings. Both default `track_weight` to 50; the addresses go on the kernel
@@ -95,7 +118,20 @@ final class HighAvailability: Sendable {
             masterAddress: s.masterAddress?.description, virtualAddresses: config.vips.map(\.description),
             transitions: s.transitions, advertsSent: s.advertsSent, advertsReceived: s.advertsReceived,
             drops: VRRPDropReason.allCases.map { (reason: $0.rawValue, count: s.drops[$0]) },
-            systemErrors: s.systemErrors)
+            systemErrors: s.systemErrors, mirror: mirrorCounters)
+    }
+
+    private var mirrorCounters: [(name: String, value: UInt64)] {
+        guard let c = mirror?.counters else { return [] }
+        return [
+            ("messages_sent_total", c.messagesSent), ("flows_sent_total", c.flowsSent),
+            ("snapshots_sent_total", c.snapshotsSent), ("send_failures_total", c.sendFailures),
+            ("connected_peers", c.connectedPeers), ("unknown_peers_total", c.unknownPeers),
+            ("bad_frames_total", c.badFrames), ("accepted_total", c.received.accepted),
+            ("unauthenticated_total", c.received.unauthenticated), ("malformed_total", c.received.malformed),
+            ("replayed_total", c.received.replayed), ("snapshots_installed_total", c.received.snapshotsInstalled),
+            ("mirrored_flows", UInt64(mirrored.count)), ("outbox_dropped_total", c.outboxDropped),
+        ]
     }
 }
 
@@ -119,12 +155,25 @@ extension FulcrumServer {
     /// Runs the router until graceful shutdown or cancellation; its stop sends priority 0 and removes the
     /// addresses, which the server's `run` awaits before it drains the listeners.
     nonisolated func runHighAvailability(_ highAvailability: HighAvailability, logger: Logger) async {
-        do {
-            try await highAvailability.vrrp.run()
-        } catch {
-            logger.critical(
-                "VRRP stopped on an error: this node no longer takes part in the pair",
-                metadata: ["error": "\(error)"])
+        await withDiscardingTaskGroup { parts in
+            parts.addTask {
+                do {
+                    try await highAvailability.vrrp.run()
+                } catch {
+                    logger.critical(
+                        "VRRP stopped on an error: this node no longer takes part in the pair",
+                        metadata: ["error": "\(error)"])
+                }
+            }
+            if let mirror = highAvailability.mirror {
+                parts.addTask {
+                    do {
+                        try await mirror.run()
+                    } catch {
+                        logger.critical("mirroring stopped on an error", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
         }
     }
 }

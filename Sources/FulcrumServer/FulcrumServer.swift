@@ -59,8 +59,11 @@ public actor FulcrumServer: Service {
         config: FulcrumConfig, configPath: String? = nil, group: any EventLoopGroup, logger: Logger
     ) async throws -> FulcrumServer {
         _ = MetricsBootstrap.registry
+        if config.ha?.mirror != nil && config.ha?.vrrp == nil {
+            throw HAConfigurationError(message: "ha.mirror needs ha.vrrp (the VRRP master is the side that sends)")
+        }
         let highAvailability = try config.ha?.vrrp.map {
-            try HighAvailability(config: $0, logger: Logger(label: "fulcrum.ha"))
+            try HighAvailability(config: $0, mirror: config.ha?.mirror, logger: Logger(label: "fulcrum.ha"))
         }
         let server = FulcrumServer(
             config: config, configPath: configPath, group: group, logger: logger, highAvailability: highAvailability)

@@ -13,7 +13,7 @@ struct HAPairProcessTests {
     static let interval = Duration.milliseconds(100)
 
     /// lb0 and lb1 are the pair, node 2 the backend, node 3 the client.
-    static func config(lab: NamespaceLab, node: Int, priority: Int, preempt: Bool) -> String {
+    static func config(lab: NamespaceLab, node: Int, priority: Int, preempt: Bool, keyFile: String) -> String {
         """
         admin: { listen: 127.0.0.1:9900 }
         pools:
@@ -28,6 +28,7 @@ struct HAPairProcessTests {
             advert_interval: 100ms
             vips: [\(vip)/24]
             preempt: \(preempt)
+          mirror: { listen: \(lab.address(node)):7946, peers: [\(lab.address(1 - node)):7946], key_file: \(keyFile) }
         """
     }
 
@@ -38,7 +39,9 @@ struct HAPairProcessTests {
         -> Process
     {
         let file = directory.appendingPathComponent("lb\(node).yaml")
-        try config(lab: lab, node: node, priority: priority, preempt: preempt).write(
+        let keyFile = directory.appendingPathComponent("mirror.key")
+        try "a-shared-key-for-the-pair-test-0123456789".write(to: keyFile, atomically: true, encoding: .utf8)
+        try config(lab: lab, node: node, priority: priority, preempt: preempt, keyFile: keyFile.path).write(
             to: file, atomically: true, encoding: .utf8)
         let log = directory.appendingPathComponent("lb\(node).log")
         if !FileManager.default.fileExists(atPath: log.path) {
@@ -186,6 +189,14 @@ struct HAPairProcessTests {
                 return status?["state"] as? String == "backup" && status?["master_address"] as? String == lab.address(0)
             })
         #expect(try await !lab.holds(1, Self.vip))
+        // Mirroring: the master connects to the backup and sends its (empty: no packet plane yet) snapshot.
+        #expect(
+            try await eventually(within: .seconds(5)) {
+                let mirror = try await Self.haStatus(lab: lab, node: 1)?["mirror"] as? [String: Any]
+                return mirror?["snapshots_installed_total"] as? Int ?? 0 >= 1
+            })
+        let masterMirror = try await Self.haStatus(lab: lab, node: 0)?["mirror"] as? [String: Any]
+        #expect(masterMirror?["connected_peers"] as? Int == 1)
         let (_, metrics) = try await command([
             "ip", "netns", "exec", lab.nodes[0], "curl", "-s", "http://127.0.0.1:9900/metrics",
         ])
