@@ -6,6 +6,10 @@ import Testing
 
 /// Two real `fulcrum run` processes with `ha.vrrp`, an HTTP listener on 0.0.0.0 in front of a backend, and a
 /// client curling the VIP from its own namespace: crash, graceful stop, preemption on and off.
+private let canRunPair =
+    isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
+    && FileManager.default.isExecutableFile(atPath: "/usr/bin/curl")
+
 @Suite("HA pair of fulcrum processes (root, namespaces)", .serialized)
 struct HAPairProcessTests {
     static var binary: URL { Bundle.main.bundleURL.appendingPathComponent("fulcrum") }

@@ -61,6 +61,8 @@ public final class MirrorService: Service, Sendable {
         public var connectedPeers: UInt64 = 0
         /// Connections refused because the remote address is not a configured peer.
         public var unknownPeers: UInt64 = 0
+        /// Connections from a peer refused because it already had too many open.
+        public var refusedConnections: UInt64 = 0
         /// Connections closed because their byte stream did not frame (out of sync or oversized).
         public var badFrames: UInt64 = 0
         public var received = MirrorReceiver.Counters()
@@ -240,12 +242,25 @@ public final class MirrorService: Service, Sendable {
             for fd in buffers.keys { fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
             guard poll(&fds, nfds_t(fds.count), 1000) > 0 else { continue }
             if fds[1].revents != 0, let (fd, address) = Self.accept(listener) {
-                if allowed.contains(address) {
-                    buffers[fd] = []
-                } else {
+                if !allowed.contains(address) {
                     close(fd)
-                    count { $0.unknownPeers += 1 }
-                    logger.warning("mirror connection from an unknown peer refused", metadata: ["from": "\(address)"])
+                    let refused = state.withLock {
+                        $0.counters.unknownPeers += 1
+                        return $0.counters.unknownPeers
+                    }
+                    // Logged at 1, 2, 4, 8, ... so a flood of connections cannot flood the log.
+                    if refused & (refused - 1) == 0 {
+                        logger.warning(
+                            "mirror connection from an unknown peer refused",
+                            metadata: ["from": "\(address)", "refused": "\(refused)"])
+                    }
+                } else if buffers.count >= 4 * max(1, settings.peers.count) {
+                    // A peer reconnecting leaves a few stale connections until their reads fail; beyond that
+                    // connections are refused, so memory stays bounded.
+                    close(fd)
+                    count { $0.refusedConnections += 1 }
+                } else {
+                    buffers[fd] = []
                 }
             }
             for entry in fds.dropFirst(2) where entry.revents != 0 {
