@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        // HMAC-SHA256 for HA mirroring (FulcrumHA only).
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // Pure: no NIO, no syscalls. Backends, pools, snapshots, algorithms, health and outlier state.
@@ -95,7 +97,8 @@ let package = Package(
         .target(
             name: "FulcrumHA",
             dependencies: [
-                "FulcrumCore", "CFulcrumLinux",
+                "FulcrumCore", "FulcrumPacket", "CFulcrumLinux",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -119,6 +122,7 @@ let package = Package(
             name: "FulcrumServer",
             dependencies: [
                 "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin", "FulcrumCluster",
+                "FulcrumHA",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -162,7 +166,10 @@ let package = Package(
         .testTarget(
             name: "FulcrumPacketTests", dependencies: ["FulcrumPacket", "FulcrumCore", "CFulcrumLinux"],
             swiftSettings: swiftSettings),
-        .testTarget(name: "FulcrumHATests", dependencies: ["FulcrumHA", "FulcrumCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FulcrumHATests",
+            dependencies: ["FulcrumHA", "FulcrumCore", "FulcrumPacket", "FulcrumTestSupport", "fulcrum"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "FulcrumConfigTests",
             dependencies: ["FulcrumConfig", "FulcrumCore"],

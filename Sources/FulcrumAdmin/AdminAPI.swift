@@ -56,6 +56,7 @@ public struct AdminAPI: Sendable {
         if let refusal = authorize(request, isWrite: false) { return refusal }
         if path == "/metrics" {
             var text = MetricsExposition.render(pools: await control.pools(), listeners: await control.listeners())
+            if let ha = await control.haStatus { text += ha.exposition }
             // The control-plane series swift-metrics collected (names distinct from the ones above).
             if let registry = await control.metricsRegistry { text += registry.emitToString() }
             return AdminResponse(status: 200, text: text, contentType: MetricsExposition.contentType)
@@ -70,6 +71,7 @@ public struct AdminAPI: Sendable {
         case backend(pool: String, address: String)
         case listeners
         case cluster
+        case ha
     }
 
     private func route(_ request: AdminRequest) async throws -> AdminResponse {
@@ -83,6 +85,7 @@ public struct AdminAPI: Sendable {
         case 3 where segments[0...2] == ["api", "v1", "pools"]: route = .pools
         case 3 where segments[0...2] == ["api", "v1", "listeners"]: route = .listeners
         case 3 where segments[0...2] == ["api", "v1", "cluster"]: route = .cluster
+        case 3 where segments[0...2] == ["api", "v1", "ha"]: route = .ha
         case 4 where segments[0...2] == ["api", "v1", "pools"]: route = .pool(segments[3])
         case 5 where segments[0...2] == ["api", "v1", "pools"] && segments[4] == "backends":
             route = .backends(pool: segments[3])
@@ -94,7 +97,7 @@ public struct AdminAPI: Sendable {
 
         let allowed: [String]
         switch route {
-        case .pools, .pool, .listeners, .cluster: allowed = ["GET"]
+        case .pools, .pool, .listeners, .cluster, .ha: allowed = ["GET"]
         case .backends: allowed = ["GET", "POST"]
         case .backend: allowed = ["GET", "PATCH", "DELETE"]
         }
@@ -114,6 +117,9 @@ public struct AdminAPI: Sendable {
         case (.listeners, _):
             let listeners = await control.listeners().map(Self.listenerJSON)
             return AdminResponse(status: 200, body: .object([("listeners", .array(listeners))]))
+        case (.ha, _):
+            guard let ha = await control.haStatus else { return .notFound("no ha.vrrp in the config") }
+            return AdminResponse(status: 200, body: ha.json)
         case (.pool(let name), _):
             return AdminResponse(status: 200, body: Self.poolJSON(try await existingPool(name)))
         case (.cluster, _):

@@ -28,11 +28,14 @@ public protocol AdminControl: Sendable {
     var metricsRegistry: PrometheusCollectorRegistry? { get async }
     /// The cluster as this node sees it (`GET /api/v1/cluster`); nil when the node is not clustered.
     func cluster() async -> ClusterView?
+    /// The Active/Standby pair's state (`GET /api/v1/ha`, `fulcrum_vrrp_*`); nil without `ha.vrrp`.
+    var haStatus: HAStatus? { get async }
 }
 
 extension AdminControl {
     public var metricsRegistry: PrometheusCollectorRegistry? { nil }
     public func cluster() async -> ClusterView? { nil }
+    public var haStatus: HAStatus? { nil }
 }
 
 /// A proxy listener as the admin API and metrics show it.

@@ -1,4 +1,5 @@
 import FulcrumCore
+import FulcrumPacket
 
 /// A VRRPv3 advertisement for IPv4 (RFC 5798 §5.1): the VRRP message that follows the IPv4 header.
 ///
@@ -107,9 +108,7 @@ public struct VRRPAdvertisement: Sendable, Equatable {
         var header: [UInt8] = [0x45, 0xC0, UInt8(total >> 8), UInt8(truncatingIfNeeded: total), 0, 0, 0, 0]
         header += [ttl, FulcrumHA.vrrpProtocol, 0, 0]
         header += source.bytes + destination.bytes
-        var sum = InternetChecksum()
-        sum.add(header)
-        let checksum = sum.value
+        let checksum = header.withUnsafeBytes { Checksum.finish(Checksum.sum($0)) }
         header[10] = UInt8(checksum >> 8)
         header[11] = UInt8(truncatingIfNeeded: checksum)
         return header + message
@@ -118,12 +117,8 @@ public struct VRRPAdvertisement: Sendable, Equatable {
     /// RFC 5798 §5.2.8: the Internet checksum over the IPv4 pseudo-header and the message. Computed over a
     /// message whose checksum field is filled in, it is 0.
     static func checksum(source: UInt32, destination: UInt32, message: some Collection<UInt8>) -> UInt16 {
-        var sum = InternetChecksum()
-        sum.add(source)
-        sum.add(destination)
-        sum.add(UInt16(FulcrumHA.vrrpProtocol))
-        sum.add(UInt16(truncatingIfNeeded: message.count))
-        sum.add(message)
-        return sum.value
+        let pseudo = Checksum.pseudoHeader(
+            source: source, destination: destination, protocol: FulcrumHA.vrrpProtocol, length: message.count)
+        return Array(message).withUnsafeBytes { Checksum.finish(Checksum.sum($0, initial: pseudo)) }
     }
 }

@@ -42,6 +42,7 @@ public struct VRRPInstanceSettings: Sendable {
     public var preemptDelay: Duration
     /// Send adverts to these addresses instead of 224.0.0.18 (keepalived's `unicast_peer`).
     public var unicastPeers: [IPAddress]
+    /// Priority lost while tracking fails; 50 by default, as `ha.vrrp.track_weight` documents.
     public var trackWeight: Int
     /// Whether the master puts the addresses on the interface. False when the packet plane serves them
     /// itself (DSR/tunnel modes keep the VIP off the kernel): then only the announcements and `onTransition`
@@ -64,7 +65,7 @@ public struct VRRPInstanceSettings: Sendable {
     public init(
         interface: String, virtualRouterId: Int, priority: Int = 100, advertInterval: Duration = .seconds(1),
         virtualAddresses: [VRRPVirtualAddress], preempt: Bool = true, preemptDelay: Duration = .zero,
-        unicastPeers: [IPAddress] = [], trackWeight: Int = 0, managesAddresses: Bool = true,
+        unicastPeers: [IPAddress] = [], trackWeight: Int = 50, managesAddresses: Bool = true,
         gratuitousARPRepeat: Int = 5,
         gratuitousARPRefresh: Duration? = nil, primaryAddress: IPAddress? = nil, notify: String? = nil,
         notifyTimeout: Duration = .seconds(10), networkNamespacePath: String? = nil

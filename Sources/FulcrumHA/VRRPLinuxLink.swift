@@ -1,5 +1,6 @@
 import CFulcrumLinux
 import FulcrumCore
+import FulcrumPacket
 import Glibc
 
 /// A failed system call while setting up or using the VRRP link.
@@ -23,7 +24,7 @@ final class VRRPLinuxLink {
     private let vrrpSocket: Int32
     private let netlinkSocket: Int32
     private let arpSocket: Int32
-    private let mac: [UInt8]
+    private let mac: MACAddress
     private var netlinkSequence: UInt32 = 1
 
     /// Opens every socket in the calling thread's network namespace.
@@ -89,7 +90,7 @@ final class VRRPLinuxLink {
         let rc = interface.withCString { fulcrum_if_hwaddr(raw, $0, &hw) }
         if rc < 0 { errno = -rc }
         try check(rc, "SIOCGIFHWADDR(\(interface))")
-        mac = hw
+        mac = MACAddress(hw[0], hw[1], hw[2], hw[3], hw[4], hw[5])
     }
 
     deinit {
@@ -136,12 +137,12 @@ final class VRRPLinuxLink {
     /// Broadcasts an ARP announcement for `address` (RFC 5227 §2.3: a request with sender and target IP both
     /// the address), so neighbours and switches learn that it moved to our MAC.
     func announce(_ address: IPAddress) -> Int32? {
-        let ip = address.bytes
-        guard ip.count == 4 else { return EAFNOSUPPORT }
-        let payload: [UInt8] =
-            [0, 1, 0x08, 0x00, 6, 4, 0, 1] + mac + ip + [0, 0, 0, 0, 0, 0] + ip
+        guard case .v4(let ip) = address else { return EAFNOSUPPORT }
+        // The socket is SOCK_DGRAM (the kernel writes the Ethernet header): send the frame's ARP payload.
+        let payload = ARP.gratuitous(ip: ip, mac: mac)[Ethernet.headerLength...]
         let rc = payload.withUnsafeBytes {
-            fulcrum_packet_send_broadcast(arpSocket, interfaceIndex, 0x0806, $0.baseAddress, $0.count)
+            fulcrum_packet_send_broadcast(
+                arpSocket, interfaceIndex, Ethernet.typeARP, $0.baseAddress, $0.count)
         }
         return rc < 0 ? -rc : nil
     }

@@ -18,6 +18,10 @@ public final class VRRPService: Service, Sendable {
         public var state: VRRPStateMachine.State = .initialize
         public var effectivePriority: Int = 0
         public var primaryAddress: IPAddress?
+        /// The master as last seen: this node while master, the sender of the adverts it obeys while backup.
+        public var masterAddress: IPAddress?
+        /// Whether tracking lowers the priority now.
+        public var trackingFailing = false
         public var transitions: Int = 0
         public var advertsSent: UInt64 = 0
         public var advertsReceived: UInt64 = 0
@@ -178,7 +182,11 @@ public final class VRRPService: Service, Sendable {
                     if to != .master { nextRefresh = nil }
                     notifier?.notify(to)
                     onTransition?(to)
-                    control.withLock { $0.status.transitions += 1 }
+                    control.withLock {
+                        $0.status.transitions += 1
+                        if to == .master { $0.status.masterAddress = link.primaryAddress }
+                        if to == .initialize { $0.status.masterAddress = nil }
+                    }
                 case .armTimer, .cancelTimer:
                     break  // the machine keeps its deadline; the loop below polls until it
                 }
@@ -188,12 +196,18 @@ public final class VRRPService: Service, Sendable {
             control.withLock {
                 $0.status.state = state
                 $0.status.effectivePriority = priority
+                $0.status.trackingFailing = machine.trackingFailing
                 $0.status.advertsSent += sent
                 $0.status.systemErrors += errors
             }
         }
 
         perform(machine.handle(.start, now: monotonicNanos()), now: monotonicNanos())
+        if settings.managesAddresses, machine.state != .master {
+            // A node that crashed as master left the addresses on the interface: a backup must not answer for
+            // them (keepalived clears them at start too).
+            for vip in settings.virtualAddresses { _ = link.setAddress(vip, present: false) }
+        }
         var buffer = [UInt8](repeating: 0, count: 4096)
         var fds = [
             pollfd(fd: link.receiveDescriptor, events: Int16(POLLIN), revents: 0),
@@ -242,6 +256,9 @@ public final class VRRPService: Service, Sendable {
                             from: received.source, priority: received.advert.priority,
                             maxAdvertInterval: received.advert.maxAdvertInterval)
                         perform(machine.handle(input, now: now), now: now)
+                        if machine.state == .backup, received.advert.priority > 0 {
+                            control.withLock { $0.status.masterAddress = received.source }
+                        }
                     }
                 }
             }

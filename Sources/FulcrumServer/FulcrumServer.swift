@@ -2,6 +2,7 @@ import FulcrumAdmin
 import FulcrumCluster
 import FulcrumConfig
 import FulcrumCore
+import FulcrumHA
 import FulcrumHealth
 import FulcrumProxy
 import Logging
@@ -42,8 +43,14 @@ public actor FulcrumServer: Service {
     /// Each element is the complete set of health checkers to run; a reload publishes a new set.
     private let checkerSets: AsyncStream<[HealthChecker]>
     private let checkerSetInput: AsyncStream<[HealthChecker]>.Continuation
+    /// The VRRP router and its tracking, when the config has `ha.vrrp` (`FulcrumServer+HA.swift`).
+    let highAvailability: HighAvailability?
 
-    private init(config: FulcrumConfig, configPath: String?, group: any EventLoopGroup, logger: Logger) {
+    private init(
+        config: FulcrumConfig, configPath: String?, group: any EventLoopGroup, logger: Logger,
+        highAvailability: HighAvailability?
+    ) {
+        self.highAvailability = highAvailability
         self.config = config
         self.configPath = configPath
         self.group = group
@@ -58,7 +65,14 @@ public actor FulcrumServer: Service {
         config: FulcrumConfig, configPath: String? = nil, group: any EventLoopGroup, logger: Logger
     ) async throws -> FulcrumServer {
         _ = MetricsBootstrap.registry
-        let server = FulcrumServer(config: config, configPath: configPath, group: group, logger: logger)
+        if config.ha?.mirror != nil && config.ha?.vrrp == nil {
+            throw HAConfigurationError(message: "ha.mirror needs ha.vrrp (the VRRP master is the side that sends)")
+        }
+        let highAvailability = try config.ha?.vrrp.map {
+            try HighAvailability(config: $0, mirror: config.ha?.mirror, logger: Logger(label: "fulcrum.ha"))
+        }
+        let server = FulcrumServer(
+            config: config, configPath: configPath, group: group, logger: logger, highAvailability: highAvailability)
         // In a cluster the pools come from etcd (and admin changes go there), not from the file.
         let initial = try await server.joinCluster(config)
         if let stateFile = config.admin?.stateFile, await server.clusterNode == nil {
@@ -116,6 +130,11 @@ public actor FulcrumServer: Service {
             let admin = self.admin
             if let admin { tasks.addTask { await admin.run() } }
             if let clusterNode { tasks.addTask { await self.followCluster(clusterNode) } }
+            // Both see graceful shutdown at once; the group below waits for the router's priority-0 advert
+            // and address removal, so the standby takes over before the listeners drain.
+            if let highAvailability {
+                tasks.addTask { await self.runHighAvailability(highAvailability, logger: self.logger) }
+            }
             // Serve until graceful shutdown is requested (or the task is cancelled).
             try? await gracefulShutdown()
             await clusterNode?.leave()
@@ -223,15 +242,17 @@ public actor FulcrumServer: Service {
         for poolConfig in newConfig.pools where poolsByName[poolConfig.name] == nil {
             let pool = try Pool(
                 name: poolConfig.name, settings: poolConfig.poolSettings, backends: poolConfig.backendSpecs, now: now)
-            pool.addObserver { [logger] pool, events in
+            pool.addObserver { [logger, highAvailability] pool, events in
                 PoolEventText.log(events, of: pool, to: logger)
                 ControlPlaneMetrics.record(events, pool: pool.name)
+                highAvailability?.poolChanged(pool)
             }
             newPools[poolConfig.name] = pool
         }
         func pool(_ name: String) -> Pool? { poolsByName[name] ?? newPools[name] }
 
         var bound: [String: ProxyListener] = [:]
+        var unbound: [String] = []
         do {
             for listenerConfig in newConfig.listeners {
                 if let existing = listenersByName[listenerConfig.name],
@@ -248,9 +269,18 @@ public actor FulcrumServer: Service {
                         config: listenerConfig, pool: target, hashKey: poolConfig.effectiveHashKey,
                         accessLog: newAccessLog),
                     logger: logger)
-                bound[listenerConfig.name] = try await ProxyListener.bind(
-                    listenerConfig.bind, group: group, context: context,
-                    childInitializer: Self.childInitializer(for: listenerConfig.mode))
+                do {
+                    bound[listenerConfig.name] = try await ProxyListener.bind(
+                        listenerConfig.bind, group: group, context: context,
+                        childInitializer: Self.childInitializer(for: listenerConfig.mode))
+                } catch  where highAvailability != nil && listenersByName[listenerConfig.name] == nil {
+                    // In a pair a listener that cannot bind lowers this node's priority (tracking) instead
+                    // of stopping it, so the peer serves; the next reload tries the bind again.
+                    logger.error(
+                        "listener not bound; VRRP tracking lowers this node's priority",
+                        metadata: ["listener": .string(listenerConfig.name), "error": "\(error)"])
+                    unbound.append(listenerConfig.name)
+                }
             }
         } catch {
             for listener in bound.values { await listener.shutdown(grace: .zero) }
@@ -304,6 +334,7 @@ public actor FulcrumServer: Service {
             }
         }
         checkerSetInput.yield(makeHealthCheckers())
+        updateHATracking(config: newConfig, pools: poolsByName, unboundListeners: unbound)
     }
 
     static func childInitializer(

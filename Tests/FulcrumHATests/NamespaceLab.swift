@@ -27,16 +27,6 @@ func command(_ arguments: [String]) async throws -> (status: Int32, output: Stri
     }
 }
 
-/// Polls `condition` every 5 ms until it holds or `timeout` passes; bounded in time.
-func waitFor(_ timeout: Duration, _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(5))
-    }
-    return try await condition()
-}
-
 /// A bridge in its own namespace and one namespace per node with `eth0` on it, named uniquely per process
 /// and deleted by `tearDown()` (call it in a `defer`-like path, also on failure).
 struct NamespaceLab {
@@ -103,3 +93,52 @@ struct LabError: Error, CustomStringConvertible {
 
 /// setns(2) for the test threads, through the same helper the service uses.
 func fulcrumEnterNetns(_ path: UnsafePointer<CChar>) -> Int32 { fulcrum_enter_netns(path) }
+
+extension NamespaceLab {
+    /// Starts watching node's interfaces for `address` from a thread inside its namespace (getifaddrs every
+    /// millisecond, no process per poll), so takeover times are measured without `ip`'s start-up cost.
+    /// The returned task yields the time from `since` until the address appeared, or nil after `timeout`.
+    func watchForAddress(
+        _ node: Int, _ address: String, since: @escaping @Sendable () -> ContinuousClock.Instant?,
+        timeout: Duration
+    ) -> Task<Duration?, Never> {
+        let path = netnsPath(node)
+        let target = inet_addr(address)
+        return Task {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Duration?, Never>) in
+                let thread = Thread {
+                    guard path.withCString({ fulcrumEnterNetns($0) }) >= 0 else {
+                        continuation.resume(returning: nil)
+                        return
+                    }
+                    let deadline = ContinuousClock.now + timeout
+                    while ContinuousClock.now < deadline {
+                        if Self.hasAddress(target), let start = since() {
+                            continuation.resume(returning: ContinuousClock.now - start)
+                            return
+                        }
+                        usleep(1000)
+                    }
+                    continuation.resume(returning: nil)
+                }
+                thread.start()
+            }
+        }
+    }
+
+    private static func hasAddress(_ target: in_addr_t) -> Bool {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0, let first = list else { return false }
+        defer { freeifaddrs(first) }
+        var node: UnsafeMutablePointer<ifaddrs>? = first
+        var steps = 0
+        while let current = node, steps < 10_000 {
+            steps += 1
+            node = current.pointee.ifa_next
+            guard let sa = current.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+            let value = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
+            if value == target { return true }
+        }
+        return false
+    }
+}

@@ -1,5 +1,6 @@
 import Foundation
 import FulcrumCore
+import FulcrumTestSupport
 import Glibc
 import Logging
 import Testing
@@ -113,10 +114,12 @@ struct VRRPKeepalivedInteropTests {
             try await lab.setUp()
             let keepalived = try Keepalived(lab: lab, node: 0, priority: 150, state: "MASTER")
             defer { keepalived.kill() }
-            #expect(try await waitFor(.seconds(10)) { try await lab.holds(0, vip) }, "keepalived: \(keepalived.log)")
+            #expect(
+                try await eventually(within: .seconds(10)) { try await lab.holds(0, vip) },
+                "keepalived: \(keepalived.log)")
             let (service, task) = fulcrum(lab, node: 1, priority: 100)
             defer { task.cancel() }
-            #expect(await waitFor(.seconds(3)) { service.status.advertsReceived >= 5 })
+            #expect(await eventually(within: .seconds(3)) { service.status.advertsReceived >= 5 })
             #expect(service.status.drops.total == 0, "keepalived's adverts pass our checks: \(service.status.drops)")
             // Three Master_Down_Intervals later it is still backup: keepalived's adverts hold it.
             try await Task.sleep(for: .milliseconds(1200))  // observing that nothing changes needs elapsed time
@@ -127,7 +130,7 @@ struct VRRPKeepalivedInteropTests {
             let crashed = clock.now
             keepalived.kill()
             try await lab.setLink(0, up: false)
-            #expect(await waitFor(.seconds(3)) { service.status.state == .master })
+            #expect(await eventually(within: .seconds(3)) { service.status.state == .master })
             let takeover = clock.now - crashed
             #expect(try await lab.holds(1, vip))
             print("keepalived master crashed: Fulcrum took over in \(takeover) (Master_Down_Interval 361 ms)")
@@ -151,10 +154,10 @@ struct VRRPKeepalivedInteropTests {
             try await lab.setUp()
             let (service, task) = fulcrum(lab, node: 0, priority: 200)
             defer { task.cancel() }
-            #expect(await waitFor(.seconds(3)) { service.status.state == .master })
+            #expect(await eventually(within: .seconds(3)) { service.status.state == .master })
             let keepalived = try Keepalived(lab: lab, node: 1, priority: 100, state: "BACKUP")
             defer { keepalived.kill() }
-            #expect(await waitFor(.seconds(5)) { keepalived.vrrpChild != nil })
+            #expect(await eventually(within: .seconds(5)) { keepalived.vrrpChild != nil })
             // keepalived's Master_Down_Interval is ≈ 361 ms; 1.5 s without taking the address means it
             // accepts ours. Observing that nothing changes needs elapsed time.
             try await Task.sleep(for: .milliseconds(1500))
@@ -166,7 +169,9 @@ struct VRRPKeepalivedInteropTests {
             let stopped = clock.now
             task.cancel()
             try await task.value
-            #expect(try await waitFor(.seconds(3)) { try await lab.holds(1, vip) }, "keepalived: \(keepalived.log)")
+            #expect(
+                try await eventually(within: .seconds(3)) { try await lab.holds(1, vip) },
+                "keepalived: \(keepalived.log)")
             print("Fulcrum master stopped: keepalived took over in \(clock.now - stopped)")
             #expect(clock.now - stopped < .milliseconds(1000))
         } catch {

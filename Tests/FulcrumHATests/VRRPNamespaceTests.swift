@@ -1,5 +1,6 @@
 import Foundation
 import FulcrumCore
+import FulcrumTestSupport
 import Glibc
 import Logging
 import Synchronization
@@ -64,10 +65,13 @@ struct VRRPNamespaceTests {
             a.task.cancel()
             b.task.cancel()
         }
-        #expect(await waitFor(.seconds(5)) { a.service.status.state == .master && b.service.status.state == .backup })
+        #expect(
+            await eventually(within: .seconds(5)) {
+                a.service.status.state == .master && b.service.status.state == .backup
+            })
         #expect(try await lab.holds(0, vip))
         #expect(try await !lab.holds(1, vip))
-        #expect(await waitFor(.seconds(2)) { b.service.status.advertsReceived >= 3 })
+        #expect(await eventually(within: .seconds(2)) { b.service.status.advertsReceived >= 3 })
         #expect(b.service.status.drops.total == 0, "\(b.service.status.drops)")
         #expect(a.service.status.primaryAddress == IPAddress(lab.address(0)))
 
@@ -76,7 +80,7 @@ struct VRRPNamespaceTests {
         let stopped = clock.now
         try await a.stop()
         #expect(try await !lab.holds(0, vip), "the stopped master gave its address back")
-        #expect(await waitFor(.seconds(2)) { b.service.status.state == .master })
+        #expect(await eventually(within: .seconds(2)) { b.service.status.state == .master })
         let handover = clock.now - stopped
         #expect(try await lab.holds(1, vip))
         print("VRRP pair: graceful handover took \(milliseconds(handover)) ms (Skew_Time 61 ms + stop)")
@@ -84,17 +88,26 @@ struct VRRPNamespaceTests {
 
         // A returns with the higher priority and preempts.
         a = Running(settings(lab, node: 0, priority: 200, trackWeight: 150))
-        #expect(await waitFor(.seconds(5)) { a.service.status.state == .master && b.service.status.state == .backup })
+        #expect(
+            await eventually(within: .seconds(5)) {
+                a.service.status.state == .master && b.service.status.state == .backup
+            })
         #expect(try await lab.holds(0, vip))
         #expect(try await !lab.holds(1, vip))
 
         // Tracking: A turns sick (200 − 150 = 50 < 100) and B preempts it; healthy again, A preempts back.
         a.service.setTracking(failing: true)
-        #expect(await waitFor(.seconds(3)) { b.service.status.state == .master && a.service.status.state == .backup })
+        #expect(
+            await eventually(within: .seconds(3)) {
+                b.service.status.state == .master && a.service.status.state == .backup
+            })
         #expect(a.service.status.effectivePriority == 50)
         #expect(try await lab.holds(1, vip))
         a.service.setTracking(failing: false)
-        #expect(await waitFor(.seconds(3)) { a.service.status.state == .master && b.service.status.state == .backup })
+        #expect(
+            await eventually(within: .seconds(3)) {
+                a.service.status.state == .master && b.service.status.state == .backup
+            })
         #expect(try await lab.holds(0, vip))
 
         // The client has A's MAC for the address (locktime 0: it accepts ARP updates at any time).
@@ -108,20 +121,25 @@ struct VRRPNamespaceTests {
         // (3 × 100 ms + 61 ms ≈ 361 ms after A's last advert).
         let crashed = clock.now
         try await lab.setLink(0, up: false)
-        #expect(await waitFor(.seconds(3)) { b.service.status.state == .master })
+        #expect(await eventually(within: .seconds(3)) { b.service.status.state == .master })
         let takeover = clock.now - crashed
         #expect(try await lab.holds(1, vip))
         print("VRRP pair: takeover after link down took \(milliseconds(takeover)) ms (Master_Down_Interval 361 ms)")
         #expect(takeover > .milliseconds(200) && takeover < .milliseconds(1500))
         // B's gratuitous ARP moved the client's entry to B's MAC without the client asking.
         #expect(
-            try await waitFor(.seconds(2)) { try await lab.neighbour(2, vip)?.contains("02:00:00:00:01:03") == true })
+            try await eventually(within: .seconds(2)) {
+                try await lab.neighbour(2, vip)?.contains("02:00:00:00:01:03") == true
+            })
         // A still believes it is master; its adverts fail on the downed link and are counted.
-        #expect(await waitFor(.seconds(2)) { a.service.status.systemErrors > 0 })
+        #expect(await eventually(within: .seconds(2)) { a.service.status.systemErrors > 0 })
 
         // The link comes back: two masters for a moment, then the higher priority wins again.
         try await lab.setLink(0, up: true)
-        #expect(await waitFor(.seconds(5)) { a.service.status.state == .master && b.service.status.state == .backup })
+        #expect(
+            await eventually(within: .seconds(5)) {
+                a.service.status.state == .master && b.service.status.state == .backup
+            })
         #expect(try await !lab.holds(1, vip))
 
         try await a.stop()
@@ -148,12 +166,14 @@ struct VRRPNamespaceTests {
                 b.task.cancel()
             }
             #expect(
-                await waitFor(.seconds(5)) { a.service.status.state == .master && b.service.status.state == .backup })
-            #expect(await waitFor(.seconds(2)) { b.service.status.advertsReceived >= 3 })
+                await eventually(within: .seconds(5)) {
+                    a.service.status.state == .master && b.service.status.state == .backup
+                })
+            #expect(await eventually(within: .seconds(2)) { b.service.status.advertsReceived >= 3 })
             #expect(b.service.status.drops.total == 0, "\(b.service.status.drops)")
             #expect(try await lab.holds(0, vip))
             try await a.stop()
-            #expect(await waitFor(.seconds(2)) { b.service.status.state == .master })
+            #expect(await eventually(within: .seconds(2)) { b.service.status.state == .master })
             #expect(try await lab.holds(1, vip))
             try await b.stop()
         } catch {
@@ -174,14 +194,14 @@ struct VRRPNamespaceTests {
             owner.gratuitousARPRefresh = .milliseconds(200)
             let a = Running(owner)
             defer { a.task.cancel() }
-            #expect(await waitFor(.seconds(2)) { a.service.status.state == .master })
+            #expect(await eventually(within: .seconds(2)) { a.service.status.state == .master })
             #expect(try await lab.holds(0, vip))
             try await lab.run("ip", "netns", "exec", lab.nodes[1], "sysctl", "-qw", "net.ipv4.neigh.eth0.locktime=0")
             try await lab.run(
                 "ip", "-n", lab.nodes[1], "neigh", "replace", vip, "lladdr", "02:00:00:00:09:09", "dev", "eth0", "nud",
                 "stale")
             #expect(
-                try await waitFor(.seconds(2)) {
+                try await eventually(within: .seconds(2)) {
                     try await lab.neighbour(1, vip)?.contains("02:00:00:00:01:02") == true
                 })
             try await a.stop()
@@ -209,7 +229,7 @@ struct VRRPNamespaceTests {
             }
             let task = Task { try await service.run() }
             defer { task.cancel() }
-            #expect(await waitFor(.seconds(3)) { service.status.state == .master })
+            #expect(await eventually(within: .seconds(3)) { service.status.state == .master })
             #expect(try await !lab.holds(0, vip))
             task.cancel()
             try await task.value
@@ -228,7 +248,7 @@ struct VRRPNamespaceTests {
             try await lab.setUp()
             let backup = Running(settings(lab, node: 1, priority: 100))
             defer { backup.task.cancel() }
-            #expect(await waitFor(.seconds(2)) { backup.service.status.state == .backup })
+            #expect(await eventually(within: .seconds(2)) { backup.service.status.state == .backup })
             // Forged adverts from node 0's namespace with a higher priority: each fails one check.
             let good = try VRRPAdvertisement(
                 virtualRouterId: 51, priority: 250, maxAdvertInterval: 100, addresses: [IPAddress(vip)!])
@@ -242,12 +262,12 @@ struct VRRPNamespaceTests {
                 good.encodePacket(source: source, destination: group, ttl: 64)!, badChecksum, badVersion,
             ]
             try await sendRaw(packets, inNamespace: lab.netnsPath(0), repeat: 20)
-            #expect(await waitFor(.seconds(2)) { backup.service.status.drops.total >= 60 })
+            #expect(await eventually(within: .seconds(2)) { backup.service.status.drops.total >= 60 })
             let drops = backup.service.status.drops
             #expect(drops[.wrongTTL] == 20 && drops[.badChecksum] == 20 && drops[.wrongVersion] == 20, "\(drops)")
             #expect(backup.service.status.advertsReceived == 0)
             // None of them held it back: with no valid master it takes over.
-            #expect(await waitFor(.seconds(3)) { backup.service.status.state == .master })
+            #expect(await eventually(within: .seconds(3)) { backup.service.status.state == .master })
             try await backup.stop()
         } catch {
             await lab.tearDown()

@@ -1,4 +1,5 @@
 import Foundation
+import FulcrumTestSupport
 import Logging
 import Testing
 
@@ -15,12 +16,12 @@ import Testing
         notifier.notify(.backup)
         notifier.notify(.master)
         notifier.notify(.initialize)
-        let ran = await waitFor(.seconds(10)) {
+        let ran = await eventually(within: .seconds(10)) {
             notifier.snapshot.started == 3 && notifier.snapshot == .init(started: 3)
         }
         #expect(ran, "\(notifier.snapshot)")
         #expect(
-            await waitFor(.seconds(5)) {
+            await eventually(within: .seconds(5)) {
                 (try? String(contentsOf: file, encoding: .utf8)) == "backup\nmaster\ninitialize\n"
             })
     }
@@ -30,12 +31,12 @@ import Testing
         let clock = ContinuousClock()
         let start = clock.now
         slow.notify(.master)
-        #expect(await waitFor(.seconds(5)) { slow.snapshot.timedOut == 1 })
+        #expect(await eventually(within: .seconds(5)) { slow.snapshot.timedOut == 1 })
         #expect(clock.now - start < .seconds(5))
 
         let failing = VRRPNotifier(command: "exit 3 #", timeout: .seconds(5), logger: logger)
         failing.notify(.backup)
-        #expect(await waitFor(.seconds(5)) { failing.snapshot.failed == 1 })
+        #expect(await eventually(within: .seconds(5)) { failing.snapshot.failed == 1 })
         #expect(failing.snapshot.timedOut == 0)
     }
 }

@@ -1,0 +1,180 @@
+import FulcrumAdmin
+import FulcrumConfig
+import FulcrumCore
+import FulcrumHA
+import Glibc
+import Logging
+import Synchronization
+
+/// Why `ha:` cannot run, found at start (the process refuses to start rather than run without its pair).
+public struct HAConfigurationError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}
+
+/// The server's Active/Standby part: the VRRP router for `ha.vrrp`, and its tracking of the server's own
+/// health.
+///
+/// Tracking fails — and the router advertises `priority − track_weight` — while a configured listener is not
+/// bound or a pool that a listener or virtual service uses has no backend available. Pools report every change
+/// through `Pool.addObserver`; the server calls `watch` after each (re)load with what it now serves.
+final class HighAvailability: Sendable {
+    let vrrp: VRRPService
+    let config: VRRPConfig
+    /// Mirroring (`ha.mirror`): sends while this node is master, receives into `mirrored` otherwise.
+    let mirror: MirrorService?
+    /// What the peer mirrored to us; the packet plane installs it on takeover (once it runs in the server).
+    let mirrored = MirroredFlowStore()
+    private let watched = Mutex(Watched())
+
+    private struct Watched {
+        /// Pools a listener or virtual service uses, by name.
+        var pools: [String: Pool] = [:]
+        var unboundListeners: [String] = []
+        var reasons: [String] = []
+    }
+
+    init(config: VRRPConfig, mirror mirrorConfig: MirrorConfig?, logger: Logger) throws(HAConfigurationError) {
+        let settings = Self.settings(for: config)
+        do {
+            try settings.validate()
+        } catch {
+            throw HAConfigurationError(message: "ha.vrrp: \(error)")
+        }
+        guard if_nametoindex(config.interface) > 0 else {
+            throw HAConfigurationError(message: "ha.vrrp.interface: no interface named '\(config.interface)'")
+        }
+        self.config = config
+        let vrrp = VRRPService(settings: settings, logger: logger)
+        self.vrrp = vrrp
+        if let mirrorConfig {
+            let key: MirrorKey
+            do {
+                key = try MirrorKey(contentsOf: mirrorConfig.keyFile)
+            } catch {
+                throw HAConfigurationError(message: "ha.mirror.key_file: \(error)")
+            }
+            var mirrorLogger = logger
+            mirrorLogger[metadataKey: "component"] = "mirror"
+            // No packet plane runs in the server yet, so the active has no flows to export; the proxy keeps no
+            // affinity table (consistent hashing recomputes the same backend on the peer, see docs/ha.md).
+            mirror = MirrorService(
+                settings: .init(listen: mirrorConfig.listen, peers: mirrorConfig.peers, key: key),
+                source: NoMirroredFlows(), sink: mirrored, logger: mirrorLogger,
+                isActive: { vrrp.status.state == .master })
+        } else {
+            mirror = nil
+        }
+    }
+
+    /// `ha.vrrp` as the router's settings. Both default `track_weight` to 50; the addresses go on the kernel
+    /// (the proxy binds them); a packet plane serving VIPs itself would set `managesAddresses: false`.
+    static func settings(for config: VRRPConfig) -> VRRPInstanceSettings {
+        VRRPInstanceSettings(
+            interface: config.interface, virtualRouterId: config.virtualRouterId, priority: config.priority,
+            advertInterval: config.advertInterval,
+            virtualAddresses: config.vips.map {
+                VRRPVirtualAddress(address: $0.address, prefixLength: $0.prefixLength)
+            },
+            preempt: config.preempt, preemptDelay: config.preemptDelay, unicastPeers: config.unicastPeers,
+            trackWeight: config.trackWeight, notify: config.notify)
+    }
+
+    /// What the server serves after a (re)load; re-evaluates tracking.
+    func watch(pools: [String: Pool], unboundListeners: [String]) {
+        watched.withLock {
+            $0.pools = pools
+            $0.unboundListeners = unboundListeners.sorted()
+        }
+        evaluate()
+    }
+
+    /// Called by every pool's observer: only pools still watched count (an observer cannot be removed).
+    func poolChanged(_ pool: Pool) {
+        let relevant = watched.withLock { $0.pools[pool.name] === pool }
+        if relevant { evaluate() }
+    }
+
+    private func evaluate() {
+        let failing = watched.withLock { watched in
+            var reasons = watched.unboundListeners.map { "listener \($0) is not bound" }
+            for (name, pool) in watched.pools.sorted(by: { $0.key < $1.key })
+            where pool.snapshot().candidates.isEmpty {
+                reasons.append("pool \(name) has no backend available")
+            }
+            watched.reasons = reasons
+            return !reasons.isEmpty
+        }
+        vrrp.setTracking(failing: failing)
+    }
+
+    var status: HAStatus {
+        let s = vrrp.status
+        let reasons = watched.withLock { $0.reasons }
+        return HAStatus(
+            state: s.state.rawValue, virtualRouterId: config.virtualRouterId, interface: config.interface,
+            configuredPriority: config.priority, effectivePriority: s.effectivePriority,
+            trackingFailing: s.trackingFailing, trackingReasons: reasons, primaryAddress: s.primaryAddress?.description,
+            masterAddress: s.masterAddress?.description, virtualAddresses: config.vips.map(\.description),
+            transitions: s.transitions, advertsSent: s.advertsSent, advertsReceived: s.advertsReceived,
+            drops: VRRPDropReason.allCases.map { (reason: $0.rawValue, count: s.drops[$0]) },
+            systemErrors: s.systemErrors, mirror: mirrorCounters)
+    }
+
+    private var mirrorCounters: [(name: String, value: UInt64)] {
+        guard let c = mirror?.counters else { return [] }
+        return [
+            ("messages_sent_total", c.messagesSent), ("flows_sent_total", c.flowsSent),
+            ("snapshots_sent_total", c.snapshotsSent), ("send_failures_total", c.sendFailures),
+            ("connected_peers", c.connectedPeers), ("unknown_peers_total", c.unknownPeers),
+            ("refused_connections_total", c.refusedConnections), ("bad_frames_total", c.badFrames),
+            ("accepted_total", c.received.accepted),
+            ("unauthenticated_total", c.received.unauthenticated), ("malformed_total", c.received.malformed),
+            ("replayed_total", c.received.replayed), ("snapshots_installed_total", c.received.snapshotsInstalled),
+            ("mirrored_flows", UInt64(mirrored.count)), ("outbox_dropped_total", c.outboxDropped),
+        ]
+    }
+}
+
+extension FulcrumServer {
+    /// The pair's state for the admin API and `/metrics`; nil without `ha.vrrp`.
+    public var haStatus: HAStatus? {
+        highAvailability?.status
+    }
+
+    /// The VRRP router, when `ha.vrrp` is configured (tests read its status).
+    public var vrrpService: VRRPService? { highAvailability?.vrrp }
+
+    /// Tells tracking what the server serves now: pools used by a listener or virtual service, and
+    /// listeners that are configured but not bound.
+    func updateHATracking(config: FulcrumConfig, pools: [String: Pool], unboundListeners: [String]) {
+        guard let highAvailability else { return }
+        let used = Set(config.listeners.map(\.pool) + config.virtualServices.map(\.pool))
+        highAvailability.watch(pools: pools.filter { used.contains($0.key) }, unboundListeners: unboundListeners)
+    }
+
+    /// Runs the router until graceful shutdown or cancellation; its stop sends priority 0 and removes the
+    /// addresses, which the server's `run` awaits before it drains the listeners.
+    nonisolated func runHighAvailability(_ highAvailability: HighAvailability, logger: Logger) async {
+        await withDiscardingTaskGroup { parts in
+            parts.addTask {
+                do {
+                    try await highAvailability.vrrp.run()
+                } catch {
+                    logger.critical(
+                        "VRRP stopped on an error: this node no longer takes part in the pair",
+                        metadata: ["error": "\(error)"])
+                }
+            }
+            if let mirror = highAvailability.mirror {
+                parts.addTask {
+                    do {
+                        try await mirror.run()
+                    } catch {
+                        logger.critical("mirroring stopped on an error", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+        }
+    }
+}
