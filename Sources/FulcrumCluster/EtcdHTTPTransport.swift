@@ -130,9 +130,13 @@ final class EtcdHTTPTransport: Sendable {
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: String(body.count))
         headers.add(name: "Connection", value: "close")
-        try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers)))
-        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
-        try await outbound.write(.end(nil))
+        // One write for the whole request: etcd answers as soon as it has the body and closes (`Connection:
+        // close`), so a separate final write could meet a closed channel ("I/O on closed channel") although
+        // the request was complete and answered.
+        try await outbound.write(contentsOf: [
+            .head(HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers)),
+            .body(.byteBuffer(ByteBuffer(bytes: body))), .end(nil),
+        ])
     }
 
     private func connect(
