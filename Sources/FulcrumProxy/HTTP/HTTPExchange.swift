@@ -65,6 +65,9 @@ final class HTTPExchange {
     var responseStarted = false
     var responseEnded = false
     var upstreamKeepAlive = false
+    /// The client gets this response in chunks (`HTTPWire`); `chunkOpen`: a chunk's data awaits its CRLF.
+    var responseChunked = false
+    var chunkOpen = false
     var clientNeedsFlush = false
 
     init(

@@ -4,7 +4,7 @@ import NIOHTTP1
 
 /// The L7 data plane (`mode: http`): an HTTP/1.1 reverse proxy with keep-alive on both sides.
 ///
-/// Per client connection: NIO's request decoder (header limits from `HTTPLimits`) and response encoder,
+/// Per client connection: NIO's request decoder (header limits from `HTTPLimits`; responses are framed by `HTTPWire`),
 /// then `HTTPProxyHandler`, which picks a backend per request and relays both bodies as streams over an
 /// upstream connection from the event loop's own pool. Requests with ambiguous framing are refused
 /// before any backend is contacted; `Expect: 100-continue` is answered by Fulcrum once a backend
@@ -16,11 +16,10 @@ public enum HTTPProxy {
             let route = context.current
             let detector = HTTPRequestStartDetector()
             let pipeline = channel.pipeline.syncOperations
-            try pipeline.configureHTTPServerPipeline(
-                position: .last, withPipeliningAssistance: false, withServerUpgrade: nil, withErrorHandling: false,
-                withOutboundHeaderValidation: false, withEncoderConfiguration: HTTPResponseEncoder.Configuration(),
-                withDecoderLimitConfiguration: HTTPLimits.requestDecoderLimits)
-            try pipeline.addHandler(detector, position: .first)
+            // NIO's request decoder only: responses are framed by the proxy handler itself (`HTTPWire`).
+            try pipeline.addHandler(detector)
+            try pipeline.addHandler(
+                ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: HTTPLimits.requestDecoderLimits)))
             try pipeline.addHandler(
                 HTTPProxyHandler(
                     route: route, logger: context.logger, detector: detector,

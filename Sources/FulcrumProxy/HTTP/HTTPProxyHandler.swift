@@ -11,8 +11,9 @@ import Synchronization
 /// reading stops) until the current response is complete.
 final class HTTPProxyHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = ByteBuffer
+    /// Responses are framed here (`HTTPWire`): there is no response encoder in the client pipeline.
+    typealias OutboundOut = ByteBuffer
 
     /// Input that arrived while the current request was complete and its response still pending.
     private enum Backlogged {
@@ -340,9 +341,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         if exchange.expectsContinue && !exchange.requestEnded && !exchange.bodyForwarded && !exchange.continueSent {
             // Fulcrum answers 100-continue itself once a backend is ready (and removed Expect upstream).
             exchange.continueSent = true
-            context?.writeAndFlush(
-                wrapOutboundOut(.head(HTTPResponseHead(version: exchange.clientHead.version, status: .continue))),
-                promise: nil)
+            if let context {
+                var buffer = context.channel.allocator.buffer(capacity: 32)
+                HTTPWire.writeResponseHead(
+                    &buffer, version: exchange.clientHead.version, status: .continue, headers: HTTPHeaders())
+                context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            }
         }
         startResponseTimer(after: responseTimeout)
         upstream.flush()
@@ -380,14 +384,27 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         case .head(let head):
             receiveResponseHead(head, exchange: exchange, upstream: upstream)
         case .body(let buffer):
-            guard exchange.responseStarted else { return }
-            context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            guard exchange.responseStarted, let context, buffer.readableBytes > 0 else { return }
+            if exchange.responseChunked {
+                var header = context.channel.allocator.buffer(capacity: 24)
+                if exchange.chunkOpen { header.writeStaticString("\r\n") }
+                HTTPWire.writeChunkHeader(&header, size: buffer.readableBytes)
+                context.write(wrapOutboundOut(header), promise: nil)
+                exchange.chunkOpen = true
+            }
+            context.write(wrapOutboundOut(buffer), promise: nil)
             exchange.clientNeedsFlush = true
         case .end(let trailers):
             guard exchange.responseStarted, let context else { return }
             exchange.responseEnded = true
             exchange.clientNeedsFlush = false
-            let written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+            var last = context.channel.allocator.buffer(capacity: exchange.responseChunked ? 16 : 0)
+            if exchange.responseChunked {
+                if exchange.chunkOpen { last.writeStaticString("\r\n") }
+                HTTPWire.writeLastChunk(&last, trailers: trailers)
+            }
+            // An empty buffer when there is nothing left to frame: its promise says the response is out.
+            let written = context.writeAndFlush(wrapOutboundOut(last))
             let success = (exchange.responseStatus?.code ?? 500) < 500
             finishStats(exchange, success: success)
             detach(exchange)
@@ -432,10 +449,19 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         } else if version.minor == 0 {
             headers.add(name: "connection", value: "keep-alive")
         }
+        // Transfer-Encoding was removed with the hop-by-hop fields: the body is re-framed for this client.
+        // Without a length, an HTTP/1.1 client gets chunks; an HTTP/1.0 one reads until the close.
+        if !HTTPWire.responseIsBodyless(method: exchange.clientHead.method, status: head.status),
+            version.minor >= 1, !headers.contains(name: "content-length")
+        {
+            headers.add(name: "transfer-encoding", value: "chunked")
+            exchange.responseChunked = true
+        }
         exchange.responseStarted = true
-        context?.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: version, status: head.status, headers: headers))),
-            promise: nil)
+        guard let context else { return }
+        var buffer = context.channel.allocator.buffer(capacity: 512)
+        HTTPWire.writeResponseHead(&buffer, version: version, status: head.status, headers: headers)
+        context.write(wrapOutboundOut(buffer), promise: nil)
         exchange.clientNeedsFlush = true
     }
 
@@ -652,12 +678,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         headers.add(name: "content-length", value: String(body.utf8.count))
         if close { headers.add(name: "connection", value: "close") }
         let responseVersion: HTTPVersion = version.major == 1 && version.minor == 0 ? .http1_0 : .http1_1
-        context.write(
-            wrapOutboundOut(
-                .head(HTTPResponseHead(version: responseVersion, status: rejection.status, headers: headers))),
-            promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-        return context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        var buffer = context.channel.allocator.buffer(capacity: 256)
+        HTTPWire.writeResponseHead(&buffer, version: responseVersion, status: rejection.status, headers: headers)
+        buffer.writeString(body)
+        return context.writeAndFlush(wrapOutboundOut(buffer))
     }
 
     private func closeAfter(_ written: EventLoopFuture<Void>) {
