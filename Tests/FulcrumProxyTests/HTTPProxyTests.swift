@@ -71,15 +71,6 @@ struct HTTPProxyTests {
         }
     }
 
-    @Test func forwardedQuotesAndBracketsIPv6() {
-        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["Host": "x"])
-        let rewritten = HTTPHeaderRewriter.upstreamHead(
-            head, framing: .none,
-            client: IPAddress("2001:db8::1").map(HTTPHeaderRewriter.ForwardingElements.init(client:)))
-        #expect(rewritten.headers["forwarded"] == ["for=\"[2001:db8::1]\";proto=http"])
-        #expect(rewritten.headers["x-forwarded-for"] == ["2001:db8::1"])
-    }
-
     @Test func stickyCookieSticksAndIsSetOnlyWhenNeeded() async throws {
         try await HTTPProxyHarness.with(stickyCookie: StickyCookieConfig(name: "FULCRUM")) { proxy in
             let client = try await proxy.client()

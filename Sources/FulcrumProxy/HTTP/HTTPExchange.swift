@@ -17,8 +17,11 @@ final class HTTPExchange {
         case finished
     }
 
-    let clientHead: HTTPRequestHead
-    let upstreamHead: HTTPRequestHead
+    let method: HTTPMethod
+    /// The client's HTTP version (the response goes back in it).
+    let version: HTTPVersion
+    /// The head sent to the backend, ready to write (again, on a retry).
+    let upstreamHead: ByteBuffer
     let isIdempotent: Bool
     let expectsContinue: Bool
     let snapshot: PoolSnapshot
@@ -43,8 +46,8 @@ final class HTTPExchange {
     var lastFailure: HTTPRejection?
 
     // Request side
-    /// Body parts and end received before an upstream connection was ready.
-    var pendingBody: [HTTPServerRequestPart] = []
+    /// Body bytes received before an upstream connection was ready, as they go to the backend.
+    var pendingBody: [ByteBuffer] = []
     var requestEnded = false
     /// Some request body reached a backend: the request can no longer be replayed.
     var bodyForwarded = false
@@ -71,22 +74,23 @@ final class HTTPExchange {
     var clientNeedsFlush = false
 
     init(
-        clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, snapshot: PoolSnapshot, key: PickKey,
-        stickyBackend: Backend?, retries: Int
+        method: HTTPMethod, version: HTTPVersion, keepAlive: Bool, expectsContinue: Bool, upstreamHead: ByteBuffer,
+        snapshot: PoolSnapshot, key: PickKey, stickyBackend: Backend?, retries: Int
     ) {
-        self.clientHead = clientHead
+        self.method = method
+        self.version = version
         self.upstreamHead = upstreamHead
         self.snapshot = snapshot
         self.key = key
         self.stickyBackend = stickyBackend
         self.preferred = stickyBackend
         self.retriesLeft = retries
-        self.clientKeepAlive = clientHead.isKeepAlive
-        switch clientHead.method {
+        self.clientKeepAlive = keepAlive
+        self.expectsContinue = expectsContinue
+        switch method {
         case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: isIdempotent = true
         default: isIdempotent = false
         }
-        expectsContinue = clientHead.headers["expect"].contains { $0.lowercased() == "100-continue" }
     }
 }
 

@@ -1,5 +1,6 @@
 import FulcrumConfig
 import FulcrumCore
+import NIOCore
 import NIOHTTP1
 
 /// Header changes a proxy makes in both directions: hop-by-hop fields removed, forwarding fields added.
@@ -34,35 +35,113 @@ enum HTTPHeaderRewriter {
 
     /// Whether `name` is one of `hopByHop`, compared case-insensitively without allocating.
     static func isHopByHop(_ name: String) -> Bool {
-        let length = name.utf8.count
+        var name = name
+        return name.withUTF8 { isHopByHop(UnsafeRawBufferPointer($0)) }
+    }
+
+    static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
+        let length = name.count
         guard length >= 2 && length <= 19 else { return false }
         for candidate in hopByHop where candidate.utf8.count == length {
-            if name.utf8.elementsEqual(candidate.utf8, by: { $0 | 0x20 == $1 }) { return true }
+            if name.equalsLowercase(candidate) { return true }
         }
         return false
     }
 
-    /// The head sent to the backend: HTTP/1.1 (keep-alive), hop-by-hop fields removed, framing set from
-    /// the validated `framing`, forwarding fields appended, `Expect` removed (Fulcrum answers 100 itself).
-    static func upstreamHead(
-        _ head: HTTPRequestHead, framing: HTTPRequestFraming, client: ForwardingElements?
-    ) -> HTTPRequestHead {
-        var headers = head.headers
-        removeHopByHop(&headers)
-        headers.remove(name: "expect")
-        headers.remove(name: "content-length")
-        switch framing {
-        case .none: break
-        case .contentLength(let length): headers.add(name: "content-length", value: String(length))
-        case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
+    /// Writes the head sent to the backend, spliced from the client's `head`: the request line as HTTP/1.1
+    /// (keep-alive), every field copied except the hop-by-hop ones, those the Connection field names
+    /// (`connectionTokens`, lowercased; never Host), `Expect` (Fulcrum answers 100 itself) and the framing
+    /// fields, which are set again from the validated `framing`; then the forwarding fields, each as one
+    /// line that carries the client's earlier values followed by this hop's element.
+    static func writeUpstreamHead(
+        _ head: HTTPParsedRequestHead, framing: HTTPRequestFraming, connectionTokens: [String],
+        client: ForwardingElements?, into buffer: inout ByteBuffer
+    ) {
+        buffer.reserveCapacity(minimumWritableBytes: head.bytes.readableBytes + 160)
+        var forwardedFor: [Range<Int>] = []
+        var forwarded: [Range<Int>] = []
+        var via: [Range<Int>] = []
+        head.bytes.withUnsafeReadableBytes { raw in
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.methodRange]))
+            buffer.writeInteger(UInt8.space)
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.targetRange]))
+            buffer.writeStaticString(" HTTP/1.1\r\n")
+            for field in head.fields {
+                let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
+                let kind = FieldKind(name)
+                switch kind {
+                case .dropped:
+                    continue
+                case .forwardedFor:
+                    forwardedFor.append(field.value)
+                    continue
+                case .forwarded:
+                    forwarded.append(field.value)
+                    continue
+                case .via:
+                    via.append(field.value)
+                    continue
+                case .host, .other:
+                    if kind == .other && !connectionTokens.isEmpty
+                        && connectionTokens.contains(where: { name.equalsLowercase($0) })
+                    {
+                        continue
+                    }
+                }
+                buffer.writeBytes(name)
+                buffer.writeStaticString(": ")
+                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.value]))
+                buffer.writeStaticString("\r\n")
+            }
+            func writeList(_ name: StaticString, _ existing: [Range<Int>], _ element: String?) {
+                guard !existing.isEmpty || element != nil else { return }
+                buffer.writeStaticString(name)
+                var first = true
+                for range in existing {
+                    if !first { buffer.writeStaticString(", ") }
+                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[range]))
+                    first = false
+                }
+                if let element {
+                    if !first { buffer.writeStaticString(", ") }
+                    buffer.writeString(element)
+                }
+                buffer.writeStaticString("\r\n")
+            }
+            switch framing {
+            case .none: break
+            case .contentLength(let length):
+                buffer.writeStaticString("content-length: ")
+                buffer.writeString(String(length))
+                buffer.writeStaticString("\r\n")
+            case .chunked: buffer.writeStaticString("transfer-encoding: chunked\r\n")
+            }
+            writeList("x-forwarded-for: ", forwardedFor, client?.forwardedFor)
+            writeList("forwarded: ", forwarded, client?.forwarded)
+            buffer.writeStaticString("x-forwarded-proto: http\r\n")
+            writeList("via: ", via, Self.via(head.version))
         }
-        if let client {
-            append(&headers, name: "x-forwarded-for", element: client.forwardedFor)
-            append(&headers, name: "forwarded", element: client.forwarded)
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// How `writeUpstreamHead` treats a request field, by name.
+    private enum FieldKind {
+        /// Hop-by-hop, `Expect`, the framing fields and `X-Forwarded-Proto` (set again).
+        case dropped
+        case forwardedFor, forwarded, via, host, other
+
+        init(_ name: UnsafeRawBufferPointer) {
+            switch name.count {
+            case 3 where name.equalsLowercase("via"): self = .via
+            case 4 where name.equalsLowercase("host"): self = .host
+            case 6 where name.equalsLowercase("expect"): self = .dropped
+            case 9 where name.equalsLowercase("forwarded"): self = .forwarded
+            case 14 where name.equalsLowercase("content-length"): self = .dropped
+            case 15 where name.equalsLowercase("x-forwarded-for"): self = .forwardedFor
+            case 17 where name.equalsLowercase("x-forwarded-proto"): self = .dropped
+            default: self = isHopByHop(name) ? .dropped : .other
+            }
         }
-        headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
-        append(&headers, name: "via", element: via(head.version))
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
     }
 
     /// The `Via` element for a message received with `version`.
@@ -98,8 +177,8 @@ enum HTTPHeaderRewriter {
     }
 
     /// The value of cookie `name` in the request's Cookie fields, or nil.
-    static func cookie(_ name: String, in headers: HTTPHeaders) -> Substring? {
-        for line in headers["cookie"] {
+    static func cookie(_ name: String, in head: HTTPParsedRequestHead) -> Substring? {
+        for line in head.values("cookie") {
             for pair in line.split(separator: ";") {
                 let trimmed = pair.trimmingHTTPWhitespace()
                 guard let equals = trimmed.firstIndex(of: "=") else { continue }
@@ -115,18 +194,22 @@ enum HTTPHeaderRewriter {
     }
 
     /// The hash the configured `hash_key` gives this request; the client address when the request lacks the key.
-    static func keyHash(_ key: HashKey, head: HTTPRequestHead, sourceHash: UInt64) -> UInt64 {
+    static func keyHash(_ key: HashKey, head: HTTPParsedRequestHead, sourceHash: UInt64) -> UInt64 {
         switch key {
         case .source, .flow:
             return sourceHash
         case .header(let name):
-            guard let value = head.headers.first(name: name) else { return sourceHash }
-            return StableHash.hash(value)
+            guard let value = head.firstValue(named: name) else { return sourceHash }
+            return head.bytes.withUnsafeReadableBytes {
+                StableHash.hash(bytes: UnsafeRawBufferPointer(rebasing: $0[value]))
+            }
         case .cookie(let name):
-            guard let value = cookie(name, in: head.headers) else { return sourceHash }
+            guard let value = cookie(name, in: head) else { return sourceHash }
             return StableHash.hash(bytes: value.utf8)
         case .uri:
-            return StableHash.hash(head.uri)
+            return head.bytes.withUnsafeReadableBytes {
+                StableHash.hash(bytes: UnsafeRawBufferPointer(rebasing: $0[head.targetRange]))
+            }
         }
     }
 }
@@ -151,4 +234,21 @@ enum StickyCookie {
     static func setCookie(_ config: StickyCookieConfig, backend: Backend) -> String {
         "\(config.name)=\(value(for: backend)); Path=/; HttpOnly"
     }
+}
+
+extension UnsafeRawBufferPointer {
+    /// Whether these bytes equal `lowercase` (which has no upper-case letters), ASCII letters in any case.
+    func equalsLowercase(_ lowercase: String) -> Bool {
+        guard count == lowercase.utf8.count else { return false }
+        var index = 0
+        for byte in lowercase.utf8 {
+            guard self[index].asciiLowercased == byte else { return false }
+            index += 1
+        }
+        return true
+    }
+}
+
+extension UInt8 {
+    var asciiLowercased: UInt8 { self >= 0x41 && self <= 0x5A ? self | 0x20 : self }
 }

@@ -17,15 +17,6 @@ public enum HTTPLimits {
     /// own keep-alive timeout, so Fulcrum usually closes first and seldom reuses a connection the backend closed.
     public static let upstreamIdleTimeout = TimeAmount.seconds(30)
 
-    /// The request decoder's limits.
-    static var requestDecoderLimits: NIOHTTPDecoderLimitConfiguration {
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderFieldSize = maxRequestHeaderBytes
-        limits.maxHeaderListSize = maxRequestHeaderBytes
-        limits.maxHeaderFieldCount = maxRequestHeaderCount
-        return limits
-    }
-
     /// The response decoder's limits.
     static var responseDecoderLimits: NIOHTTPDecoderLimitConfiguration {
         var limits = NIOHTTPDecoderLimitConfiguration()

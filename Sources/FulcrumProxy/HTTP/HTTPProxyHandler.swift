@@ -5,28 +5,28 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 
-/// The client side of one HTTP/1.1 connection: validates each request, picks a backend per request,
-/// sends it over a pooled or new upstream connection on the same event loop and streams both bodies
-/// with backpressure. One request is served at a time; pipelined requests wait in `backlog` (and
-/// reading stops) until the current response is complete.
+/// The client side of one HTTP/1.1 connection, and its only handler: parses each request from the
+/// client's bytes, validates it, picks a backend per request, sends it over a pooled or new upstream
+/// connection on the same event loop and streams both bodies with backpressure. One request is served at
+/// a time; the bytes of pipelined requests wait in `input` (and reading stops) until the current
+/// response is complete.
 final class HTTPProxyHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     /// Responses are framed here (`HTTPWire`): there is no response encoder in the client pipeline.
     typealias OutboundOut = ByteBuffer
 
-    /// Input that arrived while the current request was complete and its response still pending.
-    private enum Backlogged {
-        case part(HTTPServerRequestPart)
-        case error(any Error)
-        case inputClosed
+    /// Where the client's byte stream is: before a head, or inside a body.
+    private enum RequestStream {
+        case head
+        case fixedBody(remaining: Int)
+        case chunkedBody(HTTPChunkedScanner)
     }
 
     private let route: ListenerRoute
     private let logger: Logger
     private var reader: PoolReader
     private let upstreams: HTTPUpstreamPool
-    private let detector: HTTPRequestStartDetector
     private let client: IPAddress?
     private let forwarding: HTTPHeaderRewriter.ForwardingElements?
     private let sourceHash: UInt64
@@ -37,7 +37,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     private var context: ChannelHandlerContext?
     private var exchange: HTTPExchange?
-    private var backlog = CircularBuffer<Backlogged>()
+    /// Client bytes not yet consumed: a partial head, or what follows a request whose response is pending.
+    private var input: ByteBuffer?
+    private var stream = RequestStream.head
+    private var headParser = HTTPRequestHeadParser()
+    /// The client closed its side while `input` still held a request to serve first.
+    private var inputClosedPending = false
+    /// The next byte from the client starts a request (ends the idle wait).
+    private var awaitingRequest = true
     private var inRead = false
     private var readPending = false
     /// No further requests: the connection closes once the current output is written.
@@ -52,13 +59,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     private var hadRequest = false
 
     init(
-        route: ListenerRoute, logger: Logger, detector: HTTPRequestStartDetector, upstreams: HTTPUpstreamPool,
-        client: IPAddress?
+        route: ListenerRoute, logger: Logger, upstreams: HTTPUpstreamPool, client: IPAddress?
     ) {
         self.route = route
         self.logger = logger
         self.reader = PoolReader(route.pool)
-        self.detector = detector
         self.upstreams = upstreams
         self.client = client
         self.forwarding = client.map(HTTPHeaderRewriter.ForwardingElements.init(client:))
@@ -78,13 +83,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         waitDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in waitDeadlinePassed() }
-        detector.onRequestStart = { [self] in requestBytesArrived() }
         responseDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in responseDeadlinePassed() }
         if context.channel.isActive { startWaitTimer() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        detector.onRequestStart = nil
         waitDeadline?.cancel()
         responseDeadline?.cancel()
         self.context = nil
@@ -103,19 +106,25 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             // The client went away: whatever the backend was doing for it is no longer wanted.
             abandon(exchange)
         }
-        backlog.removeAll()
+        input = nil
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         inRead = true
         guard !closing else { return }
-        let part = unwrapInboundIn(data)
-        if !acceptsInput || !backlog.isEmpty {
-            backlog.append(.part(part))
-            return
+        var bytes = unwrapInboundIn(data)
+        guard bytes.readableBytes > 0 else { return }
+        if awaitingRequest {
+            awaitingRequest = false
+            requestBytesArrived()
         }
-        receive(part)
+        if input == nil {
+            input = bytes
+        } else {
+            input!.writeBuffer(&bytes)
+        }
+        consumeInput()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -137,12 +146,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         switch event {
         case is ListenerDrainEvent:
             draining = true
-            if exchange == nil && backlog.isEmpty { closeNow() }
+            if exchange == nil { closeNow() }
         case ChannelEvent.inputClosed:
-            if acceptsInput && backlog.isEmpty {
+            if acceptsInput {
                 handleInputClosed()
             } else {
-                backlog.append(.inputClosed)
+                inputClosedPending = true
             }
         default:
             break
@@ -152,14 +161,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard !closing else { return }
-        if error is HTTPParserError || error is ByteToMessageDecoderError {
-            if !acceptsInput || !backlog.isEmpty {
-                backlog.append(.error(error))
-            } else {
-                handleDecodeError(error)
-            }
-            return
-        }
         logger.debug("client connection error", metadata: ["error": "\(error)"])
         closeNow()
     }
@@ -174,14 +175,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     // MARK: Reading the client
 
-    /// Input belongs to the current request (or starts a new one) rather than waiting in the backlog.
+    /// Input belongs to the current request (or starts a new one) rather than waiting in `input`.
     private var acceptsInput: Bool {
         guard let exchange else { return true }
         return !exchange.requestEnded
     }
 
     private var shouldReadClient: Bool {
-        guard !closing, backlog.isEmpty else { return false }
+        // Bytes held for the next request: read no more until it is its turn.
+        guard !closing, input == nil || acceptsInput else { return false }
         guard let exchange else { return true }
         switch exchange.phase {
         case .received, .connecting, .finished: return false
@@ -195,67 +197,127 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         context.read()
     }
 
-    private func receive(_ part: HTTPServerRequestPart) {
-        switch part {
-        case .head(let head):
-            receiveHead(head)
-        case .body(let buffer):
-            guard let exchange, !exchange.requestEnded else { return }
-            switch exchange.phase {
-            case .received, .connecting:
-                exchange.pendingBody.append(part)
-            case .attached:
-                exchange.lastProgress = .now()
-                exchange.upstream?.send(.body(.byteBuffer(buffer)))
-                exchange.bodyForwarded = true
-                exchange.upstreamNeedsFlush = true
-            case .finished:
-                break
+    /// Parses and passes on as much of `input` as belongs to the current request (or starts the next one
+    /// when none is current). Body bytes are forwarded as they came, once their framing is checked.
+    private func consumeInput() {
+        while !closing, acceptsInput, var buffer = input {
+            guard buffer.readableBytes > 0 else {
+                input = nil
+                return
             }
-        case .end(let trailers):
-            guard let exchange, !exchange.requestEnded else { return }
-            exchange.requestEnded = true
-            switch exchange.phase {
-            case .received, .connecting:
-                exchange.pendingBody.append(part)
-            case .attached:
-                exchange.upstreamNeedsFlush = false
-                exchange.lastProgress = .now()
-                exchange.upstream?.send(.end(trailers))
-                exchange.upstream?.flush()
-            case .finished:
-                break
+            switch stream {
+            case .head:
+                switch headParser.parse(buffer) {
+                case .incomplete:
+                    return
+                case .invalid(let rejection):
+                    input = nil
+                    logger.debug("refusing malformed request", metadata: ["error": "\(rejection.message)"])
+                    reject(rejection, version: .http1_1)
+                    return
+                case .complete(let head, let length):
+                    buffer.moveReaderIndex(forwardBy: length)
+                    input = buffer.readableBytes > 0 ? buffer : nil
+                    receiveHead(head)
+                }
+            case .fixedBody(let remaining):
+                let count = min(remaining, buffer.readableBytes)
+                let body = buffer.readSlice(length: count)!
+                input = buffer.readableBytes > 0 ? buffer : nil
+                stream = count == remaining ? .head : .fixedBody(remaining: remaining - count)
+                receiveBody(body)
+                if count == remaining { receiveEnd() }
+            case .chunkedBody(var scanner):
+                let outcome = buffer.withUnsafeReadableBytes { scanner.scan($0) }
+                switch outcome {
+                case .invalid(let rejection):
+                    input = nil
+                    logger.debug("refusing malformed request", metadata: ["error": "\(rejection.message)"])
+                    reject(rejection, version: exchange?.version ?? .http1_1)
+                    return
+                case .body(let count, let ended):
+                    let body = buffer.readSlice(length: count)!
+                    input = buffer.readableBytes > 0 ? buffer : nil
+                    stream = ended ? .head : .chunkedBody(scanner)
+                    receiveBody(body)
+                    if ended { receiveEnd() }
+                }
             }
         }
     }
 
-    private func receiveHead(_ head: HTTPRequestHead) {
+    private func receiveBody(_ body: ByteBuffer) {
+        guard body.readableBytes > 0, let exchange, !exchange.requestEnded else { return }
+        switch exchange.phase {
+        case .received, .connecting:
+            exchange.pendingBody.append(body)
+        case .attached:
+            exchange.lastProgress = .now()
+            exchange.upstream?.send(body: body)
+            exchange.bodyForwarded = true
+            exchange.upstreamNeedsFlush = true
+        case .finished:
+            break
+        }
+    }
+
+    private func receiveEnd() {
+        guard let exchange, !exchange.requestEnded else { return }
+        exchange.requestEnded = true
+        if exchange.phase == .attached {
+            exchange.upstreamNeedsFlush = false
+            exchange.lastProgress = .now()
+            exchange.upstream?.flush()
+        }
+    }
+
+    private func receiveHead(_ head: HTTPParsedRequestHead) {
         waitDeadline?.clear()
         requestBytesSeen = false
         let framing: HTTPRequestFraming
-        switch HTTPRequestFraming.validate(head) {
+        switch HTTPRequestFraming.validate(
+            version: head.version, method: head.method, transferEncoding: head.values("transfer-encoding"),
+            contentLength: head.values("content-length"))
+        {
         case .success(let valid): framing = valid
         case .failure(let rejection):
             reject(rejection, version: head.version)
             return
         }
-        if let expect = head.headers.first(name: "expect"), expect.lowercased() != "100-continue" {
-            reject(HTTPRejection(.expectationFailed, "unsupported Expect"), version: head.version)
-            return
+        var expectsContinue = false
+        for expect in head.values("expect") {
+            guard expect.lowercased() == "100-continue" else {
+                reject(HTTPRejection(.expectationFailed, "unsupported Expect"), version: head.version)
+                return
+            }
+            expectsContinue = true
         }
+        let connectionTokens = head.connectionTokens
+        let keepAlive =
+            head.version.minor >= 1 ? !connectionTokens.contains("close") : connectionTokens.contains("keep-alive")
         let snapshot = reader.snapshot()
         let now = MonotonicClock.now()
         let key = PickKey(
             hash: HTTPHeaderRewriter.keyHash(route.hashKey, head: head, sourceHash: sourceHash), now: now)
         var sticky: Backend?
-        if let cookie = route.config.stickyCookie, let value = HTTPHeaderRewriter.cookie(cookie.name, in: head.headers)
-        {
+        if let cookie = route.config.stickyCookie, let value = HTTPHeaderRewriter.cookie(cookie.name, in: head) {
             sticky = StickyCookie.backend(named: value, in: snapshot)
         }
+        var upstreamHead = context?.channel.allocator.buffer(capacity: 0) ?? ByteBuffer()
+        HTTPHeaderRewriter.writeUpstreamHead(
+            head, framing: framing, connectionTokens: connectionTokens, client: forwarding, into: &upstreamHead)
         exchange = HTTPExchange(
-            clientHead: head,
-            upstreamHead: HTTPHeaderRewriter.upstreamHead(head, framing: framing, client: forwarding),
-            snapshot: snapshot, key: key, stickyBackend: sticky, retries: route.config.retries)
+            method: head.method, version: head.version, keepAlive: keepAlive, expectsContinue: expectsContinue,
+            upstreamHead: upstreamHead, snapshot: snapshot, key: key, stickyBackend: sticky,
+            retries: route.config.retries)
+        switch framing {
+        case .none, .contentLength(0):
+            receiveEnd()
+        case .contentLength(let length):
+            stream = .fixedBody(remaining: length)
+        case .chunked:
+            stream = .chunkedBody(HTTPChunkedScanner())
+        }
     }
 
     /// Dispatches a request whose head arrived in a read that is now complete.
@@ -324,17 +386,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         exchange.inFlight = true
         exchange.sentAt = MonotonicClock.now()
         exchange.lastProgress = .now()
-        upstream.send(.head(exchange.upstreamHead))
-        for part in exchange.pendingBody {
-            switch part {
-            case .body(let buffer):
-                upstream.send(.body(.byteBuffer(buffer)))
-                exchange.bodyForwarded = true
-            case .end(let trailers):
-                upstream.send(.end(trailers))
-            case .head:
-                break
-            }
+        upstream.send(head: exchange.upstreamHead, method: exchange.method)
+        for body in exchange.pendingBody {
+            upstream.send(body: body)
+            exchange.bodyForwarded = true
         }
         exchange.pendingBody.removeAll()
         exchange.upstreamNeedsFlush = false
@@ -344,7 +399,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             if let context {
                 var buffer = context.channel.allocator.buffer(capacity: 32)
                 HTTPWire.writeResponseHead(
-                    &buffer, version: exchange.clientHead.version, status: .continue, headers: HTTPHeaders())
+                    &buffer, version: exchange.version, status: .continue, headers: HTTPHeaders())
                 context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
             }
         }
@@ -437,9 +492,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         if let sticky = route.config.stickyCookie, sticky.insert, exchange.stickyBackend !== upstream.backend {
             headers.add(name: "set-cookie", value: StickyCookie.setCookie(sticky, backend: upstream.backend))
         }
-        let version = exchange.clientHead.version
+        let version = exchange.version
         var keepAlive = exchange.clientKeepAlive && !draining && !closing
-        if version.minor == 0 && !headers.contains(name: "content-length") && exchange.clientHead.method != .HEAD {
+        if version.minor == 0 && !headers.contains(name: "content-length") && exchange.method != .HEAD {
             // An HTTP/1.0 client has no chunked encoding: the body ends when the connection does.
             keepAlive = false
         }
@@ -451,7 +506,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         }
         // Transfer-Encoding was removed with the hop-by-hop fields: the body is re-framed for this client.
         // Without a length, an HTTP/1.1 client gets chunks; an HTTP/1.0 one reads until the close.
-        if !HTTPWire.responseIsBodyless(method: exchange.clientHead.method, status: head.status),
+        if !HTTPWire.responseIsBodyless(method: exchange.method, status: head.status),
             version.minor >= 1, !headers.contains(name: "content-length")
         {
             headers.add(name: "transfer-encoding", value: "chunked")
@@ -564,14 +619,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     /// The first byte of the next request: the idle wait ends, the request-header timeout starts.
     private func requestBytesArrived() {
-        if exchange == nil && backlog.isEmpty && !requestBytesSeen {
+        if exchange == nil && !requestBytesSeen {
             requestBytesSeen = true
             startWaitTimer()
         }
     }
 
     private func waitDeadlinePassed() {
-        guard exchange == nil, backlog.isEmpty, !closing else { return }
+        guard exchange == nil, !closing else { return }
         if requestBytesSeen {
             reject(HTTPRejection(.requestTimeout, "request headers timed out"), version: .http1_1)
         } else {
@@ -588,7 +643,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         exchange.responseEnded = true
         let close = !exchange.requestEnded || !exchange.clientKeepAlive || draining
         if close { exchange.clientKeepAlive = false }
-        let written = writeLocalResponse(rejection, version: exchange.clientHead.version, close: close)
+        let written = writeLocalResponse(rejection, version: exchange.version, close: close)
         complete(exchange, written: written)
     }
 
@@ -607,22 +662,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         closeAfter(written)
     }
 
-    private func handleDecodeError(_ error: any Error) {
-        let rejection: HTTPRejection
-        switch error as? HTTPParserError {
-        case .headerOverflow?:
-            rejection = HTTPRejection(.requestHeaderFieldsTooLarge, "request headers too large")
-        case .invalidChunkSize?:
-            rejection = HTTPRejection(.badRequest, "invalid chunk size")
-        case .some(let parserError):
-            rejection = HTTPRejection(.badRequest, "malformed request (\(parserError))")
-        case nil:
-            rejection = HTTPRejection(.badRequest, "malformed request")
-        }
-        logger.debug("refusing malformed request", metadata: ["error": "\(error)"])
-        reject(rejection, version: exchange?.clientHead.version ?? .http1_1)
-    }
-
     private func handleInputClosed() {
         guard let exchange else {
             closeNow()
@@ -630,7 +669,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         }
         if !exchange.requestEnded {
             // The client stopped sending in the middle of a request.
-            reject(HTTPRejection(.badRequest, "request incomplete"), version: exchange.clientHead.version)
+            reject(HTTPRejection(.badRequest, "request incomplete"), version: exchange.version)
         } else {
             exchange.clientKeepAlive = false
         }
@@ -648,19 +687,17 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             return
         }
         self.exchange = nil
-        detector.awaitingRequest = true
         requestBytesSeen = false
+        awaitingRequest = input == nil
         startWaitTimer()
-        processBacklog()
-    }
-
-    private func processBacklog() {
-        while !closing, acceptsInput, let item = backlog.popFirst() {
-            switch item {
-            case .part(let part): receive(part)
-            case .error(let error): handleDecodeError(error)
-            case .inputClosed: handleInputClosed()
-            }
+        if input != nil {
+            // Pipelined bytes: the next request has started already.
+            requestBytesArrived()
+            consumeInput()
+        }
+        if inputClosedPending && acceptsInput && !closing {
+            inputClosedPending = false
+            handleInputClosed()
         }
         dispatchIfReady()
         resumeClientReading()

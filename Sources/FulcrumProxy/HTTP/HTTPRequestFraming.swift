@@ -9,33 +9,33 @@ enum HTTPRequestFraming: Equatable {
 
     /// Checks a request head for ambiguous framing (request smuggling) and for what the proxy does not
     /// serve. Any ambiguity is refused: a proxy and its backend must agree where every request ends.
-    static func validate(_ head: HTTPRequestHead) -> Result<HTTPRequestFraming, HTTPRejection> {
-        guard head.version.major == 1, head.version.minor <= 1 else {
+    /// `transferEncoding` and `contentLength` are the values of every such field, in order.
+    static func validate(
+        version: HTTPVersion, method: HTTPMethod, transferEncoding: [String], contentLength: [String]
+    ) -> Result<HTTPRequestFraming, HTTPRejection> {
+        guard version.major == 1, version.minor <= 1 else {
             return .failure(HTTPRejection(.httpVersionNotSupported, "HTTP version not supported"))
         }
-        if head.method == .CONNECT {
+        if method == .CONNECT {
             return .failure(HTTPRejection(.methodNotAllowed, "CONNECT is not supported"))
         }
-        let transferCodings = tokens(head.headers["transfer-encoding"])
-        let lengths = tokens(head.headers["content-length"])
-        let hasTransferEncoding = head.headers.contains(name: "transfer-encoding")
-        let hasContentLength = head.headers.contains(name: "content-length")
-
-        if hasTransferEncoding {
-            if hasContentLength {
+        if !transferEncoding.isEmpty {
+            if !contentLength.isEmpty {
                 return .failure(HTTPRejection(.badRequest, "both Content-Length and Transfer-Encoding"))
             }
-            guard head.version.minor == 1 else {
+            guard version.minor == 1 else {
                 return .failure(HTTPRejection(.badRequest, "Transfer-Encoding in an HTTP/1.0 request"))
             }
+            let transferCodings = tokens(transferEncoding)
             guard transferCodings.count == 1, transferCodings[0].lowercased() == "chunked" else {
                 return .failure(HTTPRejection(.badRequest, "Transfer-Encoding other than chunked"))
             }
             return .success(.chunked)
         }
-        if hasContentLength {
+        if !contentLength.isEmpty {
+            let lengths = tokens(contentLength)
             guard let first = lengths.first, lengths.allSatisfy({ $0 == first }),
-                head.headers["content-length"].allSatisfy({ !$0.isEmpty })
+                contentLength.allSatisfy({ !$0.isEmpty })
             else {
                 return .failure(HTTPRejection(.badRequest, "conflicting Content-Length"))
             }

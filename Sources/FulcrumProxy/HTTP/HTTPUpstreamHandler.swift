@@ -15,8 +15,7 @@ enum HTTPUpstreamFailure: Equatable {
 /// signals; while idle in the pool, anything the backend sends or a close removes it from the pool.
 final class HTTPUpstreamHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias OutboundIn = ByteBuffer
 
     let backend: Backend
     private let pool: HTTPUpstreamPool
@@ -34,9 +33,16 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
     private var closed = false
     private var failure: HTTPUpstreamFailure?
 
-    init(backend: Backend, pool: HTTPUpstreamPool) {
+    /// Requests are written as bytes at the head of the pipeline, past the response decoder (which
+    /// learns each request's method from `send(head:method:)`, so a response to HEAD has no body).
+    private let writer: HTTPUpstreamWriter
+    private let decoder: HTTPResponseDecoder
+
+    init(backend: Backend, pool: HTTPUpstreamPool, writer: HTTPUpstreamWriter, decoder: HTTPResponseDecoder) {
         self.backend = backend
         self.pool = pool
+        self.writer = writer
+        self.decoder = decoder
     }
 
     /// Open, not failed: may carry a request.
@@ -58,15 +64,22 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
         idleDeadline?.clear()
     }
 
-    /// Writes a request head (counting it), body part or end. Flushed by `flush()`.
-    func send(_ part: HTTPClientRequestPart) {
-        guard let context else { return }
-        if case .head = part { requestsSent += 1 }
-        context.write(wrapOutboundOut(part), promise: nil)
+    /// Writes a request head (counting it). Flushed by `flush()`.
+    func send(head: ByteBuffer, method: HTTPMethod) {
+        guard context != nil else { return }
+        requestsSent += 1
+        decoder.write(data: .head(HTTPRequestHead(version: .http1_1, method: method, uri: "")))
+        writer.write(head)
+    }
+
+    /// Writes request body bytes, already framed for the backend. Flushed by `flush()`.
+    func send(body: ByteBuffer) {
+        guard context != nil else { return }
+        writer.write(body)
     }
 
     func flush() {
-        context?.flush()
+        writer.flush()
     }
 
     func close() {
@@ -162,3 +175,26 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
 
 @available(*, unavailable)
 extension HTTPUpstreamHandler: Sendable {}
+
+/// The first handler of an upstream pipeline: `HTTPUpstreamHandler` writes request bytes through its
+/// context, so they go straight to the socket (the response decoder's outbound side expects typed parts).
+final class HTTPUpstreamWriter: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func write(_ bytes: ByteBuffer) {
+        context?.write(wrapOutboundOut(bytes), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+}
+
+@available(*, unavailable)
+extension HTTPUpstreamWriter: Sendable {}

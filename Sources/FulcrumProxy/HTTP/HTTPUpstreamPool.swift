@@ -88,15 +88,14 @@ final class HTTPUpstreamPool {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    var encoding = HTTPRequestEncoder.Configuration()
-                    encoding.automaticallySetFramingHeaders = false
                     let decoder = HTTPResponseDecoder(
                         leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop,
                         limitConfiguration: HTTPLimits.responseDecoderLimits)
+                    let writer = HTTPUpstreamWriter()
                     try channel.pipeline.syncOperations.addHandlers([
-                        HTTPRequestEncoder(configuration: encoding),
+                        writer,
                         ByteToMessageHandler(decoder),
-                        HTTPUpstreamHandler(backend: backend, pool: pool.value),
+                        HTTPUpstreamHandler(backend: backend, pool: pool.value, writer: writer, decoder: decoder),
                     ])
                 }
             }
