@@ -46,6 +46,11 @@ struct HTTPChunkedScanner {
 
     /// Scans `bytes`, the next bytes after those of earlier calls.
     mutating func scan(_ bytes: UnsafeRawBufferPointer) -> Outcome {
+        scan(bytes) { _ in }
+    }
+
+    /// Scans `bytes` and reports where chunk data lies in them (to unwrap the body for an HTTP/1.0 client).
+    mutating func scan(_ bytes: UnsafeRawBufferPointer, data: (Range<Int>) -> Void) -> Outcome {
         var index = 0
         let count = bytes.count
         while index < count {
@@ -89,6 +94,7 @@ struct HTTPChunkedScanner {
                 index += 1
             case .data(let remaining):
                 let take = min(remaining, count - index)
+                data(index..<index + take)
                 index += take
                 state = take == remaining ? .dataCR : .data(remaining: remaining - take)
             case .dataCR:

@@ -6,39 +6,76 @@ import NIOHTTP1
 /// Header changes a proxy makes in both directions: hop-by-hop fields removed, forwarding fields added.
 enum HTTPHeaderRewriter {
     /// Fields that describe one connection, not the message (RFC 9110 §7.6.1), plus the proxy credentials,
-    /// which are meant for this proxy. Transfer-Encoding is set again by the encoder from the framing.
+    /// which are meant for this proxy. Transfer-Encoding is set again from the framing.
     static let hopByHop: [String] = [
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
         "proxy-authorization", "proxy-authenticate",
     ]
 
-    /// Removes the hop-by-hop fields and every field the Connection header names (except Host, which a
-    /// client must not be able to strip on its way to the backend). One pass finds whether there is
-    /// anything to remove; most messages carry at most `Connection`.
-    static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        var found = false
-        for (name, _) in headers where isHopByHop(name) {
-            found = true
-            break
-        }
-        guard found else { return }
-        if headers.contains(name: "connection") {
-            for token in HTTPRequestFraming.tokens(headers["connection"]) where !token.isEmpty {
-                let name = token.lowercased()
-                if name != "host" { headers.remove(name: name) }
+    /// What `writeClientResponseHead` says in the Connection field, if anything.
+    enum ConnectionField {
+        case close, keepAlive
+    }
+
+    /// Writes the response head for the client, spliced from the backend's `head`: the status line in the
+    /// client's `version` with the backend's code and reason, every field copied except the hop-by-hop
+    /// ones and those the Connection field names (and Content-Length when the body is re-framed), `Via`
+    /// as one line with this hop appended, then the sticky cookie, Connection and chunked framing.
+    static func writeClientResponseHead(
+        _ head: HTTPParsedResponseHead, version: HTTPVersion, keepContentLength: Bool, setCookie: String?,
+        connection: ConnectionField?, chunked: Bool, into buffer: inout ByteBuffer
+    ) {
+        buffer.reserveCapacity(minimumWritableBytes: head.bytes.readableBytes + 96)
+        buffer.writeStaticString(version.major == 1 && version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        let status = head.status
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(status / 100 % 10))
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(status / 10 % 10))
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(status % 10))
+        buffer.writeInteger(UInt8.space)
+        let connectionTokens = head.connectionTokens
+        var via: [Range<Int>] = []
+        head.bytes.withUnsafeReadableBytes { raw in
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reasonRange]))
+            buffer.writeStaticString("\r\n")
+            for field in head.fields {
+                let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
+                if isHopByHop(name) { continue }
+                if name.count == 3 && name.equalsLowercase("via") {
+                    via.append(field.value)
+                    continue
+                }
+                if !keepContentLength && name.count == 14 && name.equalsLowercase("content-length") { continue }
+                if !connectionTokens.isEmpty && connectionTokens.contains(where: { name.equalsLowercase($0) }) {
+                    continue
+                }
+                buffer.writeBytes(name)
+                buffer.writeStaticString(": ")
+                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.value]))
+                buffer.writeStaticString("\r\n")
+            }
+            buffer.writeStaticString("via: ")
+            for range in via {
+                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[range]))
+                buffer.writeStaticString(", ")
             }
         }
-        for name in hopByHop where headers.contains(name: name) {
-            headers.remove(name: name)
+        buffer.writeString(Self.via(head.version))
+        buffer.writeStaticString("\r\n")
+        if let setCookie {
+            buffer.writeStaticString("set-cookie: ")
+            buffer.writeString(setCookie)
+            buffer.writeStaticString("\r\n")
         }
+        switch connection {
+        case .close?: buffer.writeStaticString("connection: close\r\n")
+        case .keepAlive?: buffer.writeStaticString("connection: keep-alive\r\n")
+        case nil: break
+        }
+        if chunked { buffer.writeStaticString("transfer-encoding: chunked\r\n") }
+        buffer.writeStaticString("\r\n")
     }
 
     /// Whether `name` is one of `hopByHop`, compared case-insensitively without allocating.
-    static func isHopByHop(_ name: String) -> Bool {
-        var name = name
-        return name.withUTF8 { isHopByHop(UnsafeRawBufferPointer($0)) }
-    }
-
     static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
         let length = name.count
         guard length >= 2 && length <= 19 else { return false }
@@ -163,17 +200,6 @@ enum HTTPHeaderRewriter {
             forwardedFor = text
             forwarded = "for=\(client.isIPv4 ? text : "\"[\(text)]\"");proto=http"
         }
-    }
-
-    /// Appends `element` to a list-valued field, merging existing lines into one so that applications
-    /// reading only the first line still see the whole chain.
-    static func append(_ headers: inout HTTPHeaders, name: String, element: String) {
-        let existing = headers[name]
-        guard !existing.isEmpty else {
-            headers.add(name: name, value: element)
-            return
-        }
-        headers.replaceOrAdd(name: name, value: (existing + [element]).joined(separator: ", "))
     }
 
     /// The value of cookie `name` in the request's Cookie fields, or nil.

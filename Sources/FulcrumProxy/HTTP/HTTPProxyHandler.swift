@@ -386,7 +386,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         exchange.inFlight = true
         exchange.sentAt = MonotonicClock.now()
         exchange.lastProgress = .now()
-        upstream.send(head: exchange.upstreamHead, method: exchange.method)
+        upstream.send(head: exchange.upstreamHead, method: exchange.method, keepChunks: exchange.version.minor >= 1)
         for body in exchange.pendingBody {
             upstream.send(body: body)
             exchange.bodyForwarded = true
@@ -429,51 +429,22 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     // MARK: The response
 
-    func upstream(_ upstream: HTTPUpstreamHandler, didReceive part: HTTPClientResponsePart) {
+    /// The exchange `upstream` serves, or nil (then the connection is of no further use and is closed).
+    private func current(_ upstream: HTTPUpstreamHandler) -> HTTPExchange? {
         guard let exchange, exchange.upstream === upstream else {
             upstream.owner = nil
             upstream.close()
-            return
+            return nil
         }
-        switch part {
-        case .head(let head):
-            receiveResponseHead(head, exchange: exchange, upstream: upstream)
-        case .body(let buffer):
-            guard exchange.responseStarted, let context, buffer.readableBytes > 0 else { return }
-            if exchange.responseChunked {
-                var header = context.channel.allocator.buffer(capacity: 24)
-                if exchange.chunkOpen { header.writeStaticString("\r\n") }
-                HTTPWire.writeChunkHeader(&header, size: buffer.readableBytes)
-                context.write(wrapOutboundOut(header), promise: nil)
-                exchange.chunkOpen = true
-            }
-            context.write(wrapOutboundOut(buffer), promise: nil)
-            exchange.clientNeedsFlush = true
-        case .end(let trailers):
-            guard exchange.responseStarted, let context else { return }
-            exchange.responseEnded = true
-            exchange.clientNeedsFlush = false
-            var last = context.channel.allocator.buffer(capacity: exchange.responseChunked ? 16 : 0)
-            if exchange.responseChunked {
-                if exchange.chunkOpen { last.writeStaticString("\r\n") }
-                HTTPWire.writeLastChunk(&last, trailers: trailers)
-            }
-            // An empty buffer when there is nothing left to frame: its promise says the response is out.
-            let written = context.writeAndFlush(wrapOutboundOut(last))
-            let success = (exchange.responseStatus?.code ?? 500) < 500
-            finishStats(exchange, success: success)
-            detach(exchange)
-            if exchange.requestEnded && exchange.upstreamKeepAlive {
-                upstreams.release(upstream)
-            } else {
-                upstream.close()
-            }
-            complete(exchange, written: written)
-        }
+        return exchange
     }
 
-    private func receiveResponseHead(_ head: HTTPResponseHead, exchange: HTTPExchange, upstream: HTTPUpstreamHandler) {
-        guard !exchange.responseStarted, head.status != .switchingProtocols else {
+    func upstream(
+        _ upstream: HTTPUpstreamHandler, didReceiveHead head: HTTPParsedResponseHead, framing: HTTPResponseFraming,
+        keepAlive upstreamKeepAlive: Bool
+    ) {
+        guard let exchange = current(upstream) else { return }
+        guard !exchange.responseStarted, head.status != 101 else {
             // Upgrade was removed from the request, so a 101 (or a second head) is a broken backend.
             detach(exchange)
             upstream.close()
@@ -483,41 +454,80 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         responseDeadline?.clear()
         let now = MonotonicClock.now()
         exchange.latencyNanos = now > exchange.sentAt ? now - exchange.sentAt : 0
-        exchange.responseStatus = head.status
-        exchange.upstreamKeepAlive = head.isKeepAlive
+        exchange.responseStatus = HTTPResponseStatus(statusCode: head.status)
+        exchange.upstreamKeepAlive = upstreamKeepAlive
 
-        var headers = head.headers
-        HTTPHeaderRewriter.removeHopByHop(&headers)
-        HTTPHeaderRewriter.append(&headers, name: "via", element: HTTPHeaderRewriter.via(head.version))
-        if let sticky = route.config.stickyCookie, sticky.insert, exchange.stickyBackend !== upstream.backend {
-            headers.add(name: "set-cookie", value: StickyCookie.setCookie(sticky, backend: upstream.backend))
-        }
+        // The body is framed for this client: a length stays; chunks pass to an HTTP/1.1 client as they
+        // came and reach an HTTP/1.0 one unwrapped (`keepChunks` at send), ending with the connection; a
+        // body that ends with the backend's close gets chunks for an HTTP/1.1 client.
         let version = exchange.version
         var keepAlive = exchange.clientKeepAlive && !draining && !closing
-        if version.minor == 0 && !headers.contains(name: "content-length") && exchange.method != .HEAD {
-            // An HTTP/1.0 client has no chunked encoding: the body ends when the connection does.
-            keepAlive = false
+        var chunked = false
+        var keepContentLength = true
+        switch framing {
+        case .none, .contentLength:
+            break
+        case .chunked, .untilClose:
+            // Transfer-Encoding overrides a Content-Length: the backend's is not passed on.
+            keepContentLength = false
+            if version.minor == 0 {
+                keepAlive = false
+            } else {
+                chunked = true
+                exchange.responseChunked = framing == .untilClose
+            }
         }
         exchange.clientKeepAlive = keepAlive
-        if !keepAlive {
-            headers.add(name: "connection", value: "close")
-        } else if version.minor == 0 {
-            headers.add(name: "connection", value: "keep-alive")
-        }
-        // Transfer-Encoding was removed with the hop-by-hop fields: the body is re-framed for this client.
-        // Without a length, an HTTP/1.1 client gets chunks; an HTTP/1.0 one reads until the close.
-        if !HTTPWire.responseIsBodyless(method: exchange.method, status: head.status),
-            version.minor >= 1, !headers.contains(name: "content-length")
-        {
-            headers.add(name: "transfer-encoding", value: "chunked")
-            exchange.responseChunked = true
+        var setCookie: String?
+        if let sticky = route.config.stickyCookie, sticky.insert, exchange.stickyBackend !== upstream.backend {
+            setCookie = StickyCookie.setCookie(sticky, backend: upstream.backend)
         }
         exchange.responseStarted = true
         guard let context else { return }
-        var buffer = context.channel.allocator.buffer(capacity: 512)
-        HTTPWire.writeResponseHead(&buffer, version: version, status: head.status, headers: headers)
+        var buffer = context.channel.allocator.buffer(capacity: 0)
+        HTTPHeaderRewriter.writeClientResponseHead(
+            head, version: version, keepContentLength: keepContentLength,
+            setCookie: setCookie,
+            connection: !keepAlive ? .close : version.minor == 0 ? .keepAlive : nil, chunked: chunked, into: &buffer)
         context.write(wrapOutboundOut(buffer), promise: nil)
         exchange.clientNeedsFlush = true
+    }
+
+    func upstream(_ upstream: HTTPUpstreamHandler, didReceiveBody body: ByteBuffer) {
+        guard let exchange = current(upstream) else { return }
+        guard exchange.responseStarted, let context, body.readableBytes > 0 else { return }
+        if exchange.responseChunked {
+            var header = context.channel.allocator.buffer(capacity: 24)
+            if exchange.chunkOpen { header.writeStaticString("\r\n") }
+            HTTPWire.writeChunkHeader(&header, size: body.readableBytes)
+            context.write(wrapOutboundOut(header), promise: nil)
+            exchange.chunkOpen = true
+        }
+        context.write(wrapOutboundOut(body), promise: nil)
+        exchange.clientNeedsFlush = true
+    }
+
+    func upstreamDidEnd(_ upstream: HTTPUpstreamHandler) {
+        guard let exchange = current(upstream) else { return }
+        guard exchange.responseStarted, let context else { return }
+        exchange.responseEnded = true
+        exchange.clientNeedsFlush = false
+        var last = context.channel.allocator.buffer(capacity: exchange.responseChunked ? 16 : 0)
+        if exchange.responseChunked {
+            if exchange.chunkOpen { last.writeStaticString("\r\n") }
+            HTTPWire.writeLastChunk(&last)
+        }
+        // An empty buffer when there is nothing left to frame: its promise says the response is out.
+        let written = context.writeAndFlush(wrapOutboundOut(last))
+        let success = (exchange.responseStatus?.code ?? 500) < 500
+        finishStats(exchange, success: success)
+        detach(exchange)
+        if exchange.requestEnded && exchange.upstreamKeepAlive {
+            upstreams.release(upstream)
+        } else {
+            upstream.close()
+        }
+        complete(exchange, written: written)
     }
 
     func upstreamReadComplete(_ upstream: HTTPUpstreamHandler) {

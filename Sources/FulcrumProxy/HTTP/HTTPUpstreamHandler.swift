@@ -10,12 +10,35 @@ enum HTTPUpstreamFailure: Equatable {
     case invalidResponse
 }
 
-/// The last handler of an upstream connection's pipeline and the connection's identity: it is what the
-/// per-loop pool keeps. While a request uses it, `owner` receives the response parts and flow-control
-/// signals; while idle in the pool, anything the backend sends or a close removes it from the pool.
+/// How a backend's response body is delimited (RFC 9112 §6.3), decided from its head and the request.
+enum HTTPResponseFraming: Equatable {
+    /// No body: a response to HEAD, 1xx, 204, 304.
+    case none
+    case contentLength(Int)
+    case chunked
+    /// The body ends when the backend closes the connection.
+    case untilClose
+}
+
+/// The only handler of an upstream connection's pipeline and the connection's identity: it is what the
+/// per-loop pool keeps. It writes request bytes as the proxy handler prepared them and parses responses
+/// in place (`HTTPResponseHeadParser`, `HTTPChunkedScanner`). While a request uses it, `owner` receives
+/// the response head, body bytes and end, and flow-control signals; while idle in the pool, anything the
+/// backend sends or a close removes it from the pool.
 final class HTTPUpstreamHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Where the response stream is.
+    private enum ResponseStream {
+        /// No request outstanding.
+        case idle
+        case head
+        case fixedBody(remaining: Int)
+        case chunkedBody(HTTPChunkedScanner)
+        case untilClose
+    }
 
     let backend: Backend
     private let pool: HTTPUpstreamPool
@@ -33,16 +56,17 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
     private var closed = false
     private var failure: HTTPUpstreamFailure?
 
-    /// Requests are written as bytes at the head of the pipeline, past the response decoder (which
-    /// learns each request's method from `send(head:method:)`, so a response to HEAD has no body).
-    private let writer: HTTPUpstreamWriter
-    private let decoder: HTTPResponseDecoder
+    private var stream = ResponseStream.idle
+    private var input: ByteBuffer?
+    private var headParser = HTTPResponseHeadParser()
+    /// The method of the request awaiting its response (a response to HEAD has no body).
+    private var requestMethod = HTTPMethod.GET
+    /// Chunked bodies go to the owner as they came (true) or as their data only (an HTTP/1.0 client).
+    private var keepChunks = true
 
-    init(backend: Backend, pool: HTTPUpstreamPool, writer: HTTPUpstreamWriter, decoder: HTTPResponseDecoder) {
+    init(backend: Backend, pool: HTTPUpstreamPool) {
         self.backend = backend
         self.pool = pool
-        self.writer = writer
-        self.decoder = decoder
     }
 
     /// Open, not failed: may carry a request.
@@ -64,22 +88,25 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
         idleDeadline?.clear()
     }
 
-    /// Writes a request head (counting it). Flushed by `flush()`.
-    func send(head: ByteBuffer, method: HTTPMethod) {
-        guard context != nil else { return }
+    /// Writes a request head (counting it); its response is parsed next. `keepChunks`: a chunked response
+    /// body is passed on with its framing (else as data only). Flushed by `flush()`.
+    func send(head: ByteBuffer, method: HTTPMethod, keepChunks: Bool) {
+        guard let context else { return }
         requestsSent += 1
-        decoder.write(data: .head(HTTPRequestHead(version: .http1_1, method: method, uri: "")))
-        writer.write(head)
+        requestMethod = method
+        self.keepChunks = keepChunks
+        stream = .head
+        headParser = HTTPResponseHeadParser()
+        context.write(wrapOutboundOut(head), promise: nil)
     }
 
     /// Writes request body bytes, already framed for the backend. Flushed by `flush()`.
     func send(body: ByteBuffer) {
-        guard context != nil else { return }
-        writer.write(body)
+        context?.write(wrapOutboundOut(body), promise: nil)
     }
 
     func flush() {
-        writer.flush()
+        context?.flush()
     }
 
     func close() {
@@ -122,6 +149,11 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
             leavePool()
             pool.remove(self)
         }
+        if case .untilClose = stream, let owner {
+            // The close is the end of this response.
+            stream = .idle
+            owner.upstreamDidEnd(self)
+        }
         if owner != nil {
             // Delivered from a fresh stack: the owner may be in the middle of writing to this connection.
             let failure = self.failure ?? .closed
@@ -133,18 +165,18 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        guard let owner else {
+        var bytes = unwrapInboundIn(data)
+        guard owner != nil, !closed else {
             // A backend may send a 408 or garbage on an idle connection before closing it: never reuse it.
-            failure = .invalidResponse
-            if inPool {
-                leavePool()
-                pool.remove(self)
-            }
-            close()
+            rejectUnsolicited()
             return
         }
-        owner.upstream(self, didReceive: part)
+        if input == nil {
+            input = bytes
+        } else {
+            input!.writeBuffer(&bytes)
+        }
+        consumeInput()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -158,9 +190,7 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if failure == nil {
-            failure = error is HTTPParserError ? .invalidResponse : .closed
-        }
+        if failure == nil { failure = .closed }
         close()
     }
 
@@ -171,30 +201,141 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
             context.read()
         }
     }
+
+    // MARK: Parsing responses
+
+    private func rejectUnsolicited() {
+        failure = .invalidResponse
+        input = nil
+        if inPool {
+            leavePool()
+            pool.remove(self)
+        }
+        close()
+    }
+
+    /// A response the proxy cannot pass on: the owner hears of it through the close (`didFail`).
+    private func invalidResponse(_ reason: String) {
+        failure = .invalidResponse
+        input = nil
+        stream = .idle
+        close()
+    }
+
+    private func consumeInput() {
+        while let owner, var buffer = input {
+            guard buffer.readableBytes > 0 else {
+                input = nil
+                return
+            }
+            switch stream {
+            case .idle:
+                // Bytes after a complete response, before any request: the connection is out of step.
+                rejectUnsolicited()
+                return
+            case .head:
+                switch headParser.parse(buffer) {
+                case .incomplete:
+                    return
+                case .invalid(let reason):
+                    invalidResponse(reason)
+                    return
+                case .complete(let head, let length):
+                    buffer.moveReaderIndex(forwardBy: length)
+                    input = buffer.readableBytes > 0 ? buffer : nil
+                    if head.status >= 100 && head.status < 200 && head.status != 101 {
+                        continue  // interim responses are dropped (Fulcrum answers 100-continue itself)
+                    }
+                    guard let framing = framing(of: head) else {
+                        invalidResponse("ambiguous response framing")
+                        return
+                    }
+                    let keepAlive: Bool
+                    if framing == .untilClose {
+                        keepAlive = false
+                    } else {
+                        let tokens = head.connectionTokens
+                        keepAlive = head.version.minor >= 1 ? !tokens.contains("close") : tokens.contains("keep-alive")
+                    }
+                    switch framing {
+                    case .none, .contentLength(0): stream = .idle
+                    case .contentLength(let length): stream = .fixedBody(remaining: length)
+                    case .chunked: stream = .chunkedBody(HTTPChunkedScanner())
+                    case .untilClose: stream = .untilClose
+                    }
+                    owner.upstream(self, didReceiveHead: head, framing: framing, keepAlive: keepAlive)
+                    if case .idle = stream, self.owner === owner { finishResponse(owner) }
+                }
+            case .fixedBody(let remaining):
+                let count = min(remaining, buffer.readableBytes)
+                let body = buffer.readSlice(length: count)!
+                input = buffer.readableBytes > 0 ? buffer : nil
+                stream = count == remaining ? .idle : .fixedBody(remaining: remaining - count)
+                owner.upstream(self, didReceiveBody: body)
+                if count == remaining, self.owner === owner { finishResponse(owner) }
+            case .chunkedBody(var scanner):
+                var data: [ByteBuffer] = []
+                let outcome = buffer.withUnsafeReadableBytes { raw in
+                    keepChunks
+                        ? scanner.scan(raw)
+                        : scanner.scan(raw) { range in
+                            data.append(
+                                buffer.getSlice(at: buffer.readerIndex + range.lowerBound, length: range.count)!)
+                        }
+                }
+                switch outcome {
+                case .invalid(let rejection):
+                    invalidResponse(rejection.message)
+                    return
+                case .body(let count, let ended):
+                    let body = buffer.readSlice(length: count)!
+                    input = buffer.readableBytes > 0 ? buffer : nil
+                    stream = ended ? .idle : .chunkedBody(scanner)
+                    if keepChunks {
+                        owner.upstream(self, didReceiveBody: body)
+                    } else {
+                        for part in data where self.owner === owner { owner.upstream(self, didReceiveBody: part) }
+                    }
+                    if ended, self.owner === owner { finishResponse(owner) }
+                }
+            case .untilClose:
+                input = nil
+                owner.upstream(self, didReceiveBody: buffer)
+            }
+        }
+    }
+
+    /// The response is complete. Bytes after it would be read as the next request's response: such a
+    /// connection is not reused.
+    private func finishResponse(_ owner: HTTPProxyHandler) {
+        if let input, input.readableBytes > 0 {
+            failure = .invalidResponse
+            self.input = nil
+        }
+        owner.upstreamDidEnd(self)
+    }
+
+    /// The body framing of a final response, or nil when the head is ambiguous (an invalid or
+    /// conflicting Content-Length without Transfer-Encoding).
+    private func framing(of head: HTTPParsedResponseHead) -> HTTPResponseFraming? {
+        if requestMethod == .HEAD || head.status < 200 || head.status == 204 || head.status == 304 {
+            return HTTPResponseFraming.none
+        }
+        let transferEncoding = head.values("transfer-encoding")
+        if !transferEncoding.isEmpty {
+            // Transfer-Encoding overrides Content-Length; a body not chunked last runs until the close.
+            let codings = HTTPRequestFraming.tokens(transferEncoding)
+            return codings.last?.lowercased() == "chunked" ? .chunked : .untilClose
+        }
+        let lengths = head.values("content-length")
+        guard !lengths.isEmpty else { return .untilClose }
+        let tokens = HTTPRequestFraming.tokens(lengths)
+        guard let first = tokens.first, tokens.allSatisfy({ $0 == first }), first.utf8.count <= 18,
+            first.utf8.allSatisfy(\.isDigit), let length = Int(first)
+        else { return nil }
+        return .contentLength(length)
+    }
 }
 
 @available(*, unavailable)
 extension HTTPUpstreamHandler: Sendable {}
-
-/// The first handler of an upstream pipeline: `HTTPUpstreamHandler` writes request bytes through its
-/// context, so they go straight to the socket (the response decoder's outbound side expects typed parts).
-final class HTTPUpstreamWriter: ChannelOutboundHandler {
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    private var context: ChannelHandlerContext?
-
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
-
-    func write(_ bytes: ByteBuffer) {
-        context?.write(wrapOutboundOut(bytes), promise: nil)
-    }
-
-    func flush() {
-        context?.flush()
-    }
-}
-
-@available(*, unavailable)
-extension HTTPUpstreamWriter: Sendable {}

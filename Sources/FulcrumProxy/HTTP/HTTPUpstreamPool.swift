@@ -1,6 +1,5 @@
 import FulcrumCore
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// Idle keep-alive connections to backends, one pool per event loop: a request only ever takes a
@@ -88,15 +87,8 @@ final class HTTPUpstreamPool {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let decoder = HTTPResponseDecoder(
-                        leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop,
-                        limitConfiguration: HTTPLimits.responseDecoderLimits)
-                    let writer = HTTPUpstreamWriter()
-                    try channel.pipeline.syncOperations.addHandlers([
-                        writer,
-                        ByteToMessageHandler(decoder),
-                        HTTPUpstreamHandler(backend: backend, pool: pool.value, writer: writer, decoder: decoder),
-                    ])
+                    try channel.pipeline.syncOperations.addHandler(
+                        HTTPUpstreamHandler(backend: backend, pool: pool.value))
                 }
             }
             .connect(to: address)

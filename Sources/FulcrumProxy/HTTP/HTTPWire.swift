@@ -1,11 +1,9 @@
 import NIOCore
 import NIOHTTP1
 
-/// HTTP/1.1 response framing written straight into `ByteBuffer`s by the client side of the proxy.
-///
-/// Replaces NIO's `HTTPResponseEncoder` on client connections: one handler less on every write, no
-/// `HTTPServerResponsePart` boxing, and the proxy decides the framing itself (it knows the request
-/// method, so a response to HEAD never gets chunked framing or a last-chunk).
+/// HTTP/1.1 response framing written straight into `ByteBuffer`s by the client side of the proxy: the
+/// heads of Fulcrum's own responses (errors, 100 Continue) and the chunks of a body that the backend
+/// ended by closing (forwarded responses are spliced by `HTTPHeaderRewriter.writeClientResponseHead`).
 enum HTTPWire {
     /// `HTTP/1.x CODE REASON\r\n`, the fields, and the empty line.
     static func writeResponseHead(
@@ -45,15 +43,8 @@ enum HTTPWire {
         buffer.writeStaticString("\r\n")
     }
 
-    /// The last chunk, the trailer fields if any, and the empty line that ends a chunked body.
-    static func writeLastChunk(_ buffer: inout ByteBuffer, trailers: HTTPHeaders?) {
-        buffer.writeStaticString("0\r\n")
-        if let trailers { writeFields(&buffer, trailers) }
-        buffer.writeStaticString("\r\n")
-    }
-
-    /// Whether a response to `method` with `status` has no body whatever its fields say (RFC 9112 §6.3).
-    static func responseIsBodyless(method: HTTPMethod, status: HTTPResponseStatus) -> Bool {
-        method == .HEAD || status.code < 200 || status.code == 204 || status.code == 304
+    /// The last chunk and the empty line that end a chunked body.
+    static func writeLastChunk(_ buffer: inout ByteBuffer) {
+        buffer.writeStaticString("0\r\n\r\n")
     }
 }
