@@ -5,9 +5,9 @@ import Testing
 
 @testable import FulcrumProxy
 
-/// The proxy's own request codec: head parsing in place, chunked body scanning, and the spliced
-/// upstream head.
-@Suite("HTTP request parser")
+/// The proxy's own HTTP/1 codec: request and response heads parsed in place, chunked body scanning,
+/// and the spliced upstream head.
+@Suite("HTTP head parsers and chunked scanner")
 struct HTTPRequestParserTests {
     static func parse(_ text: String) -> HTTPRequestHeadParser.Result {
         var parser = HTTPRequestHeadParser()
@@ -220,6 +220,67 @@ struct HTTPRequestParserTests {
         #expect(text.contains("\r\nx-forwarded-for: 2001:db8::1\r\n"))
     }
 
+    // MARK: Response heads
+
+    static func response(_ text: String) -> HTTPResponseHeadParser.Result {
+        var parser = HTTPResponseHeadParser()
+        return parser.parse(ByteBuffer(string: text))
+    }
+
+    @Test func parsesStatusLinesWithAndWithoutReason() {
+        for (text, status, reason) in [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, "OK"),
+            ("HTTP/1.0 404 Not Found Here\r\n\r\n", 404, "Not Found Here"), ("HTTP/1.1 204\r\n\r\n", 204, ""),
+            ("HTTP/1.1 500 \r\n\r\n", 500, ""),
+        ] {
+            guard case .complete(let head, let length) = Self.response(text) else {
+                Issue.record("not parsed: \(text.debugDescription) → \(Self.response(text))")
+                continue
+            }
+            #expect(head.status == status)
+            #expect(head.string(head.reasonRange) == reason)
+            #expect(length == text.utf8.count - (text.hasSuffix("ok") ? 2 : 0))
+        }
+    }
+
+    @Test(arguments: [
+        "HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1  200 OK\r\n\r\n", "HTTP/1.1 200OK\r\n\r\n",
+        "ICY 200 OK\r\n\r\n", "HTTP/1.1 200 OK\r\nX : y\r\n\r\n", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+        "HTTP/1.1 200 O\u{1}K\r\n\r\n", "HTTP/1.1 200 OK\nX: y\r\n\r\n",
+    ])
+    func malformedResponseHeadsAreInvalid(text: String) {
+        guard case .invalid = Self.response(text) else {
+            Issue.record("accepted: \(text.debugDescription) → \(Self.response(text))")
+            return
+        }
+    }
+
+    @Test func responseLimits() {
+        let many = (0...HTTPLimits.maxResponseHeaderCount).map { "X-\($0): v\r\n" }.joined()
+        guard case .invalid = Self.response("HTTP/1.1 200 OK\r\n\(many)\r\n") else {
+            Issue.record("too many response fields accepted")
+            return
+        }
+        let big = String(repeating: "a", count: HTTPLimits.maxResponseHeaderBytes)
+        guard case .invalid = Self.response("HTTP/1.1 200 OK\r\nX: \(big)") else {
+            Issue.record("oversized response head awaited")
+            return
+        }
+        guard case .incomplete = Self.response("HTTP/1.1 200 OK\r\nX: y\r\n") else {
+            Issue.record("a partial response head is not incomplete")
+            return
+        }
+    }
+
+    @Test func chunkDataIsReportedForUnwrapping() {
+        var scanner = HTTPChunkedScanner()
+        var data: [Range<Int>] = []
+        let bytes = Array("3;x\r\nabc\r\n2\r\nde\r\n0\r\n\r\n".utf8)
+        let outcome = bytes.withUnsafeBytes { scanner.scan($0) { data.append($0) } }
+        #expect(outcome == .body(count: bytes.count, ended: true))
+        #expect(data.map { String(decoding: bytes[$0], as: UTF8.self) } == ["abc", "de"])
+    }
+
     // MARK: Fuzzing
 
     /// SplitMix64: a fixed seed makes every run test the same inputs (a failure can be replayed).
@@ -242,6 +303,50 @@ struct HTTPRequestParserTests {
         "\r\nHEAD /h HTTP/1.1\r\nExpect: 100-continue\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",
     ]
 
+    /// 1–4 random edits: a byte replaced, a delimiter inserted, a byte removed, a truncation, a run doubled.
+    static func mutate(_ text: String, using random: inout SeededGenerator) -> [UInt8] {
+        var bytes = Array(text.utf8)
+        for _ in 0..<Int.random(in: 1...4, using: &random) {
+            let position = Int.random(in: 0..<bytes.count, using: &random)
+            switch Int.random(in: 0..<5, using: &random) {
+            case 0: bytes[position] = UInt8.random(in: 0...255, using: &random)
+            case 1: bytes.insert(Array("\r\n: ;\t0\0\u{7F}".utf8).randomElement(using: &random)!, at: position)
+            case 2: if bytes.count > 1 { bytes.remove(at: position) }
+            case 3: bytes.removeLast(Int.random(in: 0..<bytes.count, using: &random))
+            default: bytes.insert(contentsOf: bytes[position...].prefix(8), at: position)
+            }
+            if bytes.isEmpty { bytes = [UInt8(ascii: "H")] }
+        }
+        return bytes
+    }
+
+    static let responseCorpus: [String] = [
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 a\r\n\r\nok",
+        "HTTP/1.0 404 Not Found\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\n\r\n",
+        "HTTP/1.1 204\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ]
+
+    @Test func mutatedResponsesNeverCrashAndFailCleanly() {
+        var random = SeededGenerator(state: 0xBAC_CE4D)
+        let started = ContinuousClock.now
+        var outcomes = (complete: 0, incomplete: 0, invalid: 0)
+        for _ in 0..<10_000 where ContinuousClock.now - started < .seconds(20) {
+            let bytes = Self.mutate(Self.responseCorpus.randomElement(using: &random)!, using: &random)
+            var parser = HTTPResponseHeadParser()
+            switch parser.parse(ByteBuffer(bytes: bytes)) {
+            case .incomplete: outcomes.incomplete += 1
+            case .invalid: outcomes.invalid += 1
+            case .complete(let head, let length):
+                outcomes.complete += 1
+                let count = head.bytes.readableBytes
+                #expect(length <= bytes.count && count <= length)
+                #expect((100...999).contains(head.status) && head.reasonRange.upperBound <= count)
+                #expect(head.fields.allSatisfy { $0.name.upperBound <= count && $0.value.upperBound <= count })
+            }
+        }
+        #expect(outcomes.complete > 50 && outcomes.incomplete > 50 && outcomes.invalid > 50, "\(outcomes)")
+    }
+
     /// Mutated and truncated requests: every outcome is incomplete, a head whose ranges lie inside its
     /// bytes, or a 400/431 — never a crash. The chunked scanner gets the bytes after the head the same way.
     @Test func mutatedRequestsNeverCrashAndFailCleanly() {
@@ -249,18 +354,7 @@ struct HTTPRequestParserTests {
         let started = ContinuousClock.now
         var outcomes = (complete: 0, incomplete: 0, invalid: 0)
         for _ in 0..<20_000 where ContinuousClock.now - started < .seconds(20) {
-            var bytes = Array(Self.corpus.randomElement(using: &random)!.utf8)
-            for _ in 0..<Int.random(in: 1...4, using: &random) {
-                let position = Int.random(in: 0..<bytes.count, using: &random)
-                switch Int.random(in: 0..<5, using: &random) {
-                case 0: bytes[position] = UInt8.random(in: 0...255, using: &random)
-                case 1: bytes.insert(Array("\r\n: ;\t0\0\u{7F}".utf8).randomElement(using: &random)!, at: position)
-                case 2: if bytes.count > 1 { bytes.remove(at: position) }
-                case 3: bytes.removeLast(Int.random(in: 0..<bytes.count, using: &random))
-                default: bytes.insert(contentsOf: bytes[position...].prefix(8), at: position)
-                }
-                if bytes.isEmpty { bytes = [UInt8(ascii: "G")] }
-            }
+            let bytes = Self.mutate(Self.corpus.randomElement(using: &random)!, using: &random)
             var parser = HTTPRequestHeadParser()
             switch parser.parse(ByteBuffer(bytes: bytes)) {
             case .incomplete:
