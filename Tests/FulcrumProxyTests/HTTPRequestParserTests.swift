@@ -175,14 +175,13 @@ struct HTTPRequestParserTests {
 
     static func upstream(_ text: String, client: String? = "127.0.0.1") throws -> String {
         let (head, _) = try Self.head(text)
-        let transferEncoding = head.values("transfer-encoding")
         let framing = try HTTPRequestFraming.validate(
-            version: head.version, method: head.method, transferEncoding: transferEncoding,
-            contentLength: head.values("content-length")
+            version: head.version, method: head.method, transferEncoding: head.values("transfer-encoding"),
+            contentLength: head.contentLength
         ).get()
         var buffer = ByteBuffer()
         HTTPHeaderRewriter.writeUpstreamHead(
-            head, framing: framing, connectionTokens: head.connectionTokens,
+            head, framing: framing, connectionTokens: head.connectionOptions.fieldNames,
             client: client.flatMap(IPAddress.init).map(HTTPHeaderRewriter.ForwardingElements.init(client:)),
             into: &buffer)
         return String(buffer: buffer)

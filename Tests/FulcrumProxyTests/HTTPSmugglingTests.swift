@@ -72,10 +72,14 @@ struct HTTPSmugglingTests {
 
     @Test func validationUnit() {
         func framing(_ fields: [(String, String)], version: HTTPVersion = .http1_1) -> HTTPRequestFraming? {
-            func values(_ name: String) -> [String] { fields.filter { $0.0.lowercased() == name }.map(\.1) }
+            let text =
+                "POST / HTTP/\(version.major).\(version.minor)\r\n"
+                + fields.map { "\($0.0): \($0.1)\r\n" }.joined() + "\r\n"
+            var parser = HTTPRequestHeadParser()
+            guard case .complete(let head, _) = parser.parse(ByteBuffer(string: text)) else { return nil }
             return try? HTTPRequestFraming.validate(
-                version: version, method: .POST, transferEncoding: values("transfer-encoding"),
-                contentLength: values("content-length")
+                version: head.version, method: head.method, transferEncoding: head.values("transfer-encoding"),
+                contentLength: head.contentLength
             ).get()
         }
         #expect(framing([]) == HTTPRequestFraming.none)

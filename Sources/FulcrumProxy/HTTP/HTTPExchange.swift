@@ -72,6 +72,8 @@ final class HTTPExchange {
     var responseChunked = false
     var chunkOpen = false
     var clientNeedsFlush = false
+    /// The response head, written with the first body bytes (see `HTTPProxyHandler.writeHeldHead`).
+    var heldResponseHead: ByteBuffer?
 
     init(
         method: HTTPMethod, version: HTTPVersion, keepAlive: Bool, expectsContinue: Bool, upstreamHead: ByteBuffer,

@@ -13,6 +13,45 @@ protocol HTTPParsedHead {
     /// From the start line to the empty line that ends the head (both included), reader index 0.
     var bytes: ByteBuffer { get }
     var fields: [HTTPFieldRange] { get }
+    /// Which of the fields the proxy interprets are present (found while parsing, so that a head without
+    /// them costs no further search).
+    var known: HTTPKnownFields { get }
+}
+
+/// Fields the proxy interprets, noted per head by the parser.
+struct HTTPKnownFields: OptionSet {
+    let rawValue: UInt8
+    static let contentLength = HTTPKnownFields(rawValue: 1)
+    static let transferEncoding = HTTPKnownFields(rawValue: 2)
+    static let connection = HTTPKnownFields(rawValue: 4)
+    static let expect = HTTPKnownFields(rawValue: 8)
+
+    /// The flag for a field name, if it is one of these.
+    static func of(_ name: UnsafeRawBufferPointer) -> HTTPKnownFields {
+        switch name.count {
+        case 6 where name.equalsLowercase("expect"): return .expect
+        case 10 where name.equalsLowercase("connection"): return .connection
+        case 14 where name.equalsLowercase("content-length"): return .contentLength
+        case 17 where name.equalsLowercase("transfer-encoding"): return .transferEncoding
+        default: return []
+        }
+    }
+}
+
+/// A message's Content-Length fields, read together.
+enum HTTPContentLength: Equatable {
+    case absent
+    case value(Int)
+    /// Not a single non-negative decimal length (RFC 9110 §8.6): the message cannot be delimited safely.
+    case invalid(String)
+}
+
+/// The options of a message's Connection fields.
+struct HTTPConnectionOptions {
+    var close = false
+    var keepAlive = false
+    /// Other tokens, lowercased: names of fields meant for this connection only.
+    var fieldNames: [String] = []
 }
 
 extension HTTPParsedHead {
@@ -68,11 +107,62 @@ extension HTTPParsedHead {
         }
     }
 
-    /// The lowercased tokens of the Connection fields (`close`, `keep-alive`, field names).
-    var connectionTokens: [String] {
-        let values = values("connection")
-        guard !values.isEmpty else { return [] }
-        return HTTPRequestFraming.tokens(values).compactMap { $0.isEmpty ? nil : $0.lowercased() }
+    /// The comma-separated elements of every field named `lowercaseName`, without surrounding whitespace
+    /// (empty elements included), as byte ranges.
+    func elements(_ lowercaseName: StaticString, _ body: (UnsafeRawBufferPointer) -> Void) {
+        bytes.withUnsafeReadableBytes { raw in
+            for index in fields.indices where field(index, isNamed: lowercaseName) {
+                let value = fields[index].value
+                var start = value.lowerBound
+                while start <= value.upperBound {
+                    var end = start
+                    while end < value.upperBound && raw[end] != UInt8(ascii: ",") { end += 1 }
+                    var first = start
+                    var last = end
+                    while first < last && (raw[first] == .space || raw[first] == .tab) { first += 1 }
+                    while last > first && (raw[last - 1] == .space || raw[last - 1] == .tab) { last -= 1 }
+                    body(UnsafeRawBufferPointer(rebasing: raw[first..<last]))
+                    start = end + 1
+                }
+            }
+        }
+    }
+
+    /// The Connection options (`close`, `keep-alive`, field names), read from the bytes.
+    var connectionOptions: HTTPConnectionOptions {
+        var options = HTTPConnectionOptions()
+        guard known.contains(.connection) else { return options }
+        elements("connection") { token in
+            if token.count == 5 && token.equalsLowercase("close") {
+                options.close = true
+            } else if token.count == 10 && token.equalsLowercase("keep-alive") {
+                options.keepAlive = true
+            } else if !token.isEmpty {
+                options.fieldNames.append(String(decoding: token, as: UTF8.self).lowercased())
+            }
+        }
+        return options
+    }
+
+    /// The length every Content-Length field agrees on, read from the bytes: a list (`5, 5`) or repeated
+    /// fields must all say the same, in at most 18 digits.
+    var contentLength: HTTPContentLength {
+        guard known.contains(.contentLength) else { return .absent }
+        var length: Int?
+        var problem: String?
+        elements("content-length") { element in
+            guard problem == nil else { return }
+            guard !element.isEmpty, element.count <= 18, element.allSatisfy(\.isDigit) else {
+                problem = element.isEmpty ? "conflicting Content-Length" : "invalid Content-Length"
+                return
+            }
+            var value = 0
+            for digit in element { value = value * 10 + Int(digit - UInt8(ascii: "0")) }
+            if let length, length != value { problem = "conflicting Content-Length" }
+            length = value
+        }
+        if let problem { return .invalid(problem) }
+        return length.map { .value($0) } ?? .invalid("invalid Content-Length")
     }
 }
 
@@ -84,6 +174,7 @@ struct HTTPParsedRequestHead: HTTPParsedHead {
     let targetRange: Range<Int>
     let version: HTTPVersion
     let fields: [HTTPFieldRange]
+    let known: HTTPKnownFields
 
     /// The request target's bytes.
     var target: String { string(targetRange) }
@@ -97,6 +188,7 @@ struct HTTPParsedResponseHead: HTTPParsedHead {
     /// The reason phrase (possibly empty).
     let reasonRange: Range<Int>
     let fields: [HTTPFieldRange]
+    let known: HTTPKnownFields
 }
 
 /// Parses HTTP/1.x request heads straight from the client's bytes (RFC 9112 §2–5), strictly: CRLF line
@@ -146,6 +238,7 @@ struct HTTPRequestHeadParser {
     {
         typealias Line = (method: Range<Int>, target: Range<Int>, major: Int, minor: Int)
         var fields: [HTTPFieldRange] = []
+        var known = HTTPKnownFields()
         let outcome: Swift.Result<Line, HTTPRejection> = head.withUnsafeReadableBytes { raw in
             func fail(_ message: String) -> Swift.Result<Line, HTTPRejection> {
                 .failure(HTTPRejection(.badRequest, "malformed request (\(message))"))
@@ -169,7 +262,9 @@ struct HTTPRequestHeadParser {
             let major = Int(raw[index + 5] - UInt8(ascii: "0"))
             let minor = Int(raw[index + 7] - UInt8(ascii: "0"))
             index += 10
-            switch HTTPHeadScanner.parseFields(raw, from: index, maxFieldCount: maxFieldCount, into: &fields) {
+            switch HTTPHeadScanner.parseFields(
+                raw, from: index, maxFieldCount: maxFieldCount, into: &fields, known: &known)
+            {
             case .complete: break
             case .malformed(let message): return fail(message)
             case .tooMany: return .failure(tooMany)
@@ -184,7 +279,7 @@ struct HTTPRequestHeadParser {
                 HTTPParsedRequestHead(
                     bytes: head, method: method(head, line.method), methodRange: line.method,
                     targetRange: line.target, version: HTTPVersion(major: line.major, minor: line.minor),
-                    fields: fields))
+                    fields: fields, known: known))
         }
     }
 
@@ -234,6 +329,7 @@ struct HTTPResponseHeadParser {
         }
         let head = buffer.getSlice(at: buffer.readerIndex + located.start, length: located.end - located.start)!
         var fields: [HTTPFieldRange] = []
+        var known = HTTPKnownFields()
         typealias Line = (major: Int, minor: Int, status: Int, reason: Range<Int>)
         let line: Swift.Result<Line, HTTPFieldError> = head.withUnsafeReadableBytes { raw in
             // Status line: HTTP/d.d SP ddd [SP reason] CRLF
@@ -258,7 +354,7 @@ struct HTTPResponseHeadParser {
             }
             index += 2
             switch HTTPHeadScanner.parseFields(
-                raw, from: index, maxFieldCount: HTTPLimits.maxResponseHeaderCount, into: &fields)
+                raw, from: index, maxFieldCount: HTTPLimits.maxResponseHeaderCount, into: &fields, known: &known)
             {
             case .complete: break
             case .malformed(let message): return .failure(.malformed(message))
@@ -273,7 +369,7 @@ struct HTTPResponseHeadParser {
             return .complete(
                 HTTPParsedResponseHead(
                     bytes: head, version: HTTPVersion(major: line.major, minor: line.minor), status: line.status,
-                    reasonRange: line.reason, fields: fields),
+                    reasonRange: line.reason, fields: fields, known: known),
                 length: located.end)
         }
     }
@@ -313,7 +409,8 @@ enum HTTPHeadScanner {
     /// Parses the fields from `index` to the empty line. `raw` must end with the head's CRLF CRLF, so no
     /// bounds checks are needed before a CR is found.
     static func parseFields(
-        _ raw: UnsafeRawBufferPointer, from start: Int, maxFieldCount: Int, into fields: inout [HTTPFieldRange]
+        _ raw: UnsafeRawBufferPointer, from start: Int, maxFieldCount: Int, into fields: inout [HTTPFieldRange],
+        known: inout HTTPKnownFields
     ) -> FieldsOutcome {
         var index = start
         while raw[index] != .cr {
@@ -323,6 +420,7 @@ enum HTTPHeadScanner {
                 return .malformed(raw[nameStart] == .space || raw[nameStart] == .tab ? "obs-fold" : "header name")
             }
             let name = nameStart..<index
+            known.formUnion(HTTPKnownFields.of(UnsafeRawBufferPointer(rebasing: raw[name])))
             index += 1
             while raw[index] == .space || raw[index] == .tab { index += 1 }
             let valueStart = index

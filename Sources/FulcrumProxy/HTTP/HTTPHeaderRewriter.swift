@@ -32,7 +32,7 @@ enum HTTPHeaderRewriter {
         buffer.writeInteger(UInt8(ascii: "0") + UInt8(status / 10 % 10))
         buffer.writeInteger(UInt8(ascii: "0") + UInt8(status % 10))
         buffer.writeInteger(UInt8.space)
-        let connectionTokens = head.connectionTokens
+        let connectionTokens = head.connectionOptions.fieldNames
         var via: [Range<Int>] = []
         head.bytes.withUnsafeReadableBytes { raw in
             buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reasonRange]))
@@ -263,6 +263,15 @@ enum StickyCookie {
 }
 
 extension UnsafeRawBufferPointer {
+    /// Whether these bytes equal `lowercase` (which has no upper-case letters), ASCII letters in any case.
+    func equalsLowercase(_ lowercase: StaticString) -> Bool {
+        guard count == lowercase.utf8CodeUnitCount else { return false }
+        return lowercase.withUTF8Buffer { expected in
+            for index in 0..<count where self[index].asciiLowercased != expected[index] { return false }
+            return true
+        }
+    }
+
     /// Whether these bytes equal `lowercase` (which has no upper-case letters), ASCII letters in any case.
     func equalsLowercase(_ lowercase: String) -> Bool {
         guard count == lowercase.utf8.count else { return false }

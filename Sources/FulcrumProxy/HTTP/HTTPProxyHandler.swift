@@ -276,8 +276,9 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         requestBytesSeen = false
         let framing: HTTPRequestFraming
         switch HTTPRequestFraming.validate(
-            version: head.version, method: head.method, transferEncoding: head.values("transfer-encoding"),
-            contentLength: head.values("content-length"))
+            version: head.version, method: head.method,
+            transferEncoding: head.known.contains(.transferEncoding) ? head.values("transfer-encoding") : [],
+            contentLength: head.contentLength)
         {
         case .success(let valid): framing = valid
         case .failure(let rejection):
@@ -285,16 +286,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             return
         }
         var expectsContinue = false
-        for expect in head.values("expect") {
+        for expect in head.known.contains(.expect) ? head.values("expect") : [] {
             guard expect.lowercased() == "100-continue" else {
                 reject(HTTPRejection(.expectationFailed, "unsupported Expect"), version: head.version)
                 return
             }
             expectsContinue = true
         }
-        let connectionTokens = head.connectionTokens
-        let keepAlive =
-            head.version.minor >= 1 ? !connectionTokens.contains("close") : connectionTokens.contains("keep-alive")
+        let connection = head.connectionOptions
+        let keepAlive = head.version.minor >= 1 ? !connection.close : connection.keepAlive
         let snapshot = reader.snapshot()
         let now = MonotonicClock.now()
         let key = PickKey(
@@ -305,7 +305,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         }
         var upstreamHead = context?.channel.allocator.buffer(capacity: 0) ?? ByteBuffer()
         HTTPHeaderRewriter.writeUpstreamHead(
-            head, framing: framing, connectionTokens: connectionTokens, client: forwarding, into: &upstreamHead)
+            head, framing: framing, connectionTokens: connection.fieldNames, client: forwarding, into: &upstreamHead)
         exchange = HTTPExchange(
             method: head.method, version: head.version, keepAlive: keepAlive, expectsContinue: expectsContinue,
             upstreamHead: upstreamHead, snapshot: snapshot, key: key, stickyBackend: sticky,
@@ -484,18 +484,39 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         }
         exchange.responseStarted = true
         guard let context else { return }
-        var buffer = context.channel.allocator.buffer(capacity: 0)
+        var buffer = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 256)
         HTTPHeaderRewriter.writeClientResponseHead(
             head, version: version, keepContentLength: keepContentLength,
             setCookie: setCookie,
             connection: !keepAlive ? .close : version.minor == 0 ? .keepAlive : nil, chunked: chunked, into: &buffer)
-        context.write(wrapOutboundOut(buffer), promise: nil)
+        // Held until the body's first bytes (or the end, or the read's end): a small body then leaves in
+        // the same buffer, one write instead of a vector of two.
+        exchange.heldResponseHead = buffer
         exchange.clientNeedsFlush = true
+    }
+
+    /// Writes the held response head, with `body` appended when that is small.
+    private func writeHeldHead(
+        _ exchange: HTTPExchange, context: ChannelHandlerContext, appending body: inout ByteBuffer?
+    ) {
+        guard var head = exchange.heldResponseHead else { return }
+        exchange.heldResponseHead = nil
+        if let small = body, small.readableBytes <= 2048 {
+            head.writeImmutableBuffer(small)
+            body = nil
+        }
+        context.write(wrapOutboundOut(head), promise: nil)
     }
 
     func upstream(_ upstream: HTTPUpstreamHandler, didReceiveBody body: ByteBuffer) {
         guard let exchange = current(upstream) else { return }
         guard exchange.responseStarted, let context, body.readableBytes > 0 else { return }
+        if exchange.heldResponseHead != nil {
+            var rest: ByteBuffer? = exchange.responseChunked ? nil : body
+            writeHeldHead(exchange, context: context, appending: &rest)
+            exchange.clientNeedsFlush = true
+            if !exchange.responseChunked && rest == nil { return }
+        }
         if exchange.responseChunked {
             var header = context.channel.allocator.buffer(capacity: 24)
             if exchange.chunkOpen { header.writeStaticString("\r\n") }
@@ -512,13 +533,23 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         guard exchange.responseStarted, let context else { return }
         exchange.responseEnded = true
         exchange.clientNeedsFlush = false
-        var last = context.channel.allocator.buffer(capacity: exchange.responseChunked ? 16 : 0)
+        var last: ByteBuffer?
         if exchange.responseChunked {
-            if exchange.chunkOpen { last.writeStaticString("\r\n") }
-            HTTPWire.writeLastChunk(&last)
+            var buffer = context.channel.allocator.buffer(capacity: 16)
+            if exchange.chunkOpen { buffer.writeStaticString("\r\n") }
+            HTTPWire.writeLastChunk(&buffer)
+            last = buffer
         }
-        // An empty buffer when there is nothing left to frame: its promise says the response is out.
-        let written = context.writeAndFlush(wrapOutboundOut(last))
+        writeHeldHead(exchange, context: context, appending: &last)
+        // Only a connection about to close needs to know when the response is out (a future costs).
+        let written: EventLoopFuture<Void>?
+        if willClose(after: exchange) {
+            written = context.writeAndFlush(wrapOutboundOut(last ?? context.channel.allocator.buffer(capacity: 0)))
+        } else {
+            if let last { context.write(wrapOutboundOut(last), promise: nil) }
+            context.flush()
+            written = nil
+        }
         let success = (exchange.responseStatus?.code ?? 500) < 500
         finishStats(exchange, success: success)
         detach(exchange)
@@ -531,9 +562,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     }
 
     func upstreamReadComplete(_ upstream: HTTPUpstreamHandler) {
-        guard let exchange, exchange.upstream === upstream, exchange.clientNeedsFlush else { return }
+        guard let exchange, exchange.upstream === upstream, exchange.clientNeedsFlush, let context else { return }
         exchange.clientNeedsFlush = false
-        context?.flush()
+        var none: ByteBuffer?
+        writeHeldHead(exchange, context: context, appending: &none)
+        context.flush()
     }
 
     func upstreamWritabilityChanged(_ upstream: HTTPUpstreamHandler) {
@@ -685,15 +718,21 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         }
     }
 
-    /// After the response: next request, or close.
-    private func complete(_ exchange: HTTPExchange, written: EventLoopFuture<Void>) {
+    /// Whether the client connection closes once this exchange's response is out.
+    private func willClose(after exchange: HTTPExchange) -> Bool {
+        !exchange.requestEnded || !exchange.clientKeepAlive || draining || closing
+    }
+
+    /// After the response: next request, or close. `written` completes when the response is out; it is
+    /// only needed (and may only be nil) when the connection stays open.
+    private func complete(_ exchange: HTTPExchange, written: EventLoopFuture<Void>?) {
         exchange.phase = .finished
         hadRequest = true
         guard self.exchange === exchange else { return }
-        if !exchange.requestEnded || !exchange.clientKeepAlive || draining || closing {
+        if willClose(after: exchange) {
             closing = true
             self.exchange = nil
-            closeAfter(written)
+            closeAfter(written ?? upstreams.eventLoop.makeSucceededVoidFuture())
             return
         }
         self.exchange = nil

@@ -9,9 +9,9 @@ enum HTTPRequestFraming: Equatable {
 
     /// Checks a request head for ambiguous framing (request smuggling) and for what the proxy does not
     /// serve. Any ambiguity is refused: a proxy and its backend must agree where every request ends.
-    /// `transferEncoding` and `contentLength` are the values of every such field, in order.
+    /// `transferEncoding` holds the values of every such field, in order.
     static func validate(
-        version: HTTPVersion, method: HTTPMethod, transferEncoding: [String], contentLength: [String]
+        version: HTTPVersion, method: HTTPMethod, transferEncoding: [String], contentLength: HTTPContentLength
     ) -> Result<HTTPRequestFraming, HTTPRejection> {
         guard version.major == 1, version.minor <= 1 else {
             return .failure(HTTPRejection(.httpVersionNotSupported, "HTTP version not supported"))
@@ -20,7 +20,7 @@ enum HTTPRequestFraming: Equatable {
             return .failure(HTTPRejection(.methodNotAllowed, "CONNECT is not supported"))
         }
         if !transferEncoding.isEmpty {
-            if !contentLength.isEmpty {
+            if contentLength != .absent {
                 return .failure(HTTPRejection(.badRequest, "both Content-Length and Transfer-Encoding"))
             }
             guard version.minor == 1 else {
@@ -32,21 +32,11 @@ enum HTTPRequestFraming: Equatable {
             }
             return .success(.chunked)
         }
-        if !contentLength.isEmpty {
-            let lengths = tokens(contentLength)
-            guard let first = lengths.first, lengths.allSatisfy({ $0 == first }),
-                contentLength.allSatisfy({ !$0.isEmpty })
-            else {
-                return .failure(HTTPRejection(.badRequest, "conflicting Content-Length"))
-            }
-            guard first.utf8.count <= 18, first.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
-                let length = Int(first)
-            else {
-                return .failure(HTTPRejection(.badRequest, "invalid Content-Length"))
-            }
-            return .success(.contentLength(length))
+        switch contentLength {
+        case .absent: return .success(.none)
+        case .value(let length): return .success(.contentLength(length))
+        case .invalid(let problem): return .failure(HTTPRejection(.badRequest, problem))
         }
-        return .success(.none)
     }
 
     /// The comma-separated elements of every value of a header, trimmed; empty elements kept so that

@@ -254,8 +254,8 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
                     if framing == .untilClose {
                         keepAlive = false
                     } else {
-                        let tokens = head.connectionTokens
-                        keepAlive = head.version.minor >= 1 ? !tokens.contains("close") : tokens.contains("keep-alive")
+                        let connection = head.connectionOptions
+                        keepAlive = head.version.minor >= 1 ? !connection.close : connection.keepAlive
                     }
                     switch framing {
                     case .none, .contentLength(0): stream = .idle
@@ -321,19 +321,17 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
         if requestMethod == .HEAD || head.status < 200 || head.status == 204 || head.status == 304 {
             return HTTPResponseFraming.none
         }
-        let transferEncoding = head.values("transfer-encoding")
-        if !transferEncoding.isEmpty {
+        if head.known.contains(.transferEncoding) {
+            let transferEncoding = head.values("transfer-encoding")
             // Transfer-Encoding overrides Content-Length; a body not chunked last runs until the close.
             let codings = HTTPRequestFraming.tokens(transferEncoding)
             return codings.last?.lowercased() == "chunked" ? .chunked : .untilClose
         }
-        let lengths = head.values("content-length")
-        guard !lengths.isEmpty else { return .untilClose }
-        let tokens = HTTPRequestFraming.tokens(lengths)
-        guard let first = tokens.first, tokens.allSatisfy({ $0 == first }), first.utf8.count <= 18,
-            first.utf8.allSatisfy(\.isDigit), let length = Int(first)
-        else { return nil }
-        return .contentLength(length)
+        switch head.contentLength {
+        case .absent: return .untilClose
+        case .value(let length): return .contentLength(length)
+        case .invalid: return nil
+        }
     }
 }
 
