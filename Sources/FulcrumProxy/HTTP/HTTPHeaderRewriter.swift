@@ -5,13 +5,6 @@ import NIOHTTP1
 
 /// Header changes a proxy makes in both directions: hop-by-hop fields removed, forwarding fields added.
 enum HTTPHeaderRewriter {
-    /// Fields that describe one connection, not the message (RFC 9110 §7.6.1), plus the proxy credentials,
-    /// which are meant for this proxy. Transfer-Encoding is set again from the framing.
-    static let hopByHop: [String] = [
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-        "proxy-authorization", "proxy-authenticate",
-    ]
-
     /// What `writeClientResponseHead` says in the Connection field, if anything.
     enum ConnectionField {
         case close, keepAlive
@@ -45,7 +38,7 @@ enum HTTPHeaderRewriter {
                     continue
                 }
                 if !keepContentLength && name.count == 14 && name.equalsLowercase("content-length") { continue }
-                if !connectionTokens.isEmpty && connectionTokens.contains(where: { name.equalsLowercase($0) }) {
+                if !connectionTokens.isEmpty && connectionTokens.contains(where: { name.equalsLowercase(string: $0) }) {
                     continue
                 }
                 buffer.writeBytes(name)
@@ -75,14 +68,20 @@ enum HTTPHeaderRewriter {
         buffer.writeStaticString("\r\n")
     }
 
-    /// Whether `name` is one of `hopByHop`, compared case-insensitively without allocating.
+    /// Whether `name` (any case) is a field that describes one connection, not the message (RFC 9110
+    /// §7.6.1: Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade), or
+    /// proxy credentials, which are meant for this proxy. Transfer-Encoding is set again from the framing.
     static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
-        let length = name.count
-        guard length >= 2 && length <= 19 else { return false }
-        for candidate in hopByHop where candidate.utf8.count == length {
-            if name.equalsLowercase(candidate) { return true }
+        switch name.count {
+        case 2: return name.equalsLowercase("te")
+        case 7: return name.equalsLowercase("trailer") || name.equalsLowercase("upgrade")
+        case 10: return name.equalsLowercase("connection") || name.equalsLowercase("keep-alive")
+        case 16: return name.equalsLowercase("proxy-connection")
+        case 17: return name.equalsLowercase("transfer-encoding")
+        case 18: return name.equalsLowercase("proxy-authenticate")
+        case 19: return name.equalsLowercase("proxy-authorization")
+        default: return false
         }
-        return false
     }
 
     /// Writes the head sent to the backend, spliced from the client's `head`: the request line as HTTP/1.1
@@ -120,7 +119,7 @@ enum HTTPHeaderRewriter {
                     continue
                 case .host, .other:
                     if kind == .other && !connectionTokens.isEmpty
-                        && connectionTokens.contains(where: { name.equalsLowercase($0) })
+                        && connectionTokens.contains(where: { name.equalsLowercase(string: $0) })
                     {
                         continue
                     }
@@ -273,7 +272,7 @@ extension UnsafeRawBufferPointer {
     }
 
     /// Whether these bytes equal `lowercase` (which has no upper-case letters), ASCII letters in any case.
-    func equalsLowercase(_ lowercase: String) -> Bool {
+    func equalsLowercase(string lowercase: String) -> Bool {
         guard count == lowercase.utf8.count else { return false }
         var index = 0
         for byte in lowercase.utf8 {
