@@ -238,6 +238,7 @@ struct HTTPRequestHeadParser {
     {
         typealias Line = (method: Range<Int>, target: Range<Int>, major: Int, minor: Int)
         var fields: [HTTPFieldRange] = []
+        fields.reserveCapacity(16)
         var known = HTTPKnownFields()
         let outcome: Swift.Result<Line, HTTPRejection> = head.withUnsafeReadableBytes { raw in
             func fail(_ message: String) -> Swift.Result<Line, HTTPRejection> {
@@ -329,6 +330,7 @@ struct HTTPResponseHeadParser {
         }
         let head = buffer.getSlice(at: buffer.readerIndex + located.start, length: located.end - located.start)!
         var fields: [HTTPFieldRange] = []
+        fields.reserveCapacity(16)
         var known = HTTPKnownFields()
         typealias Line = (major: Int, minor: Int, status: Int, reason: Range<Int>)
         let line: Swift.Result<Line, HTTPFieldError> = head.withUnsafeReadableBytes { raw in
