@@ -528,25 +528,42 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         exchange.clientNeedsFlush = true
     }
 
-    func upstreamDidEnd(_ upstream: HTTPUpstreamHandler) {
+    /// The response is complete; `lastBody`, if any, are its last bytes. What is still to write (the held
+    /// head, those bytes, the last chunk) goes out in as few buffers as their sizes allow.
+    func upstreamDidEnd(_ upstream: HTTPUpstreamHandler, lastBody: ByteBuffer?) {
         guard let exchange = current(upstream) else { return }
         guard exchange.responseStarted, let context else { return }
+        if let lastBody, exchange.responseChunked {
+            // Only a body without a length gets chunks from the proxy, and that one ends with a close.
+            self.upstream(upstream, didReceiveBody: lastBody)
+        }
         exchange.responseEnded = true
         exchange.clientNeedsFlush = false
-        var last: ByteBuffer?
+        var pending = exchange.heldResponseHead
+        exchange.heldResponseHead = nil
+        func add(_ piece: ByteBuffer) {
+            guard piece.readableBytes > 0 else { return }
+            if var merged = pending, piece.readableBytes <= 2048 {
+                merged.writeImmutableBuffer(piece)
+                pending = merged
+            } else {
+                if let pending { context.write(wrapOutboundOut(pending), promise: nil) }
+                pending = piece
+            }
+        }
+        if let lastBody, !exchange.responseChunked { add(lastBody) }
         if exchange.responseChunked {
             var buffer = context.channel.allocator.buffer(capacity: 16)
             if exchange.chunkOpen { buffer.writeStaticString("\r\n") }
             HTTPWire.writeLastChunk(&buffer)
-            last = buffer
+            add(buffer)
         }
-        writeHeldHead(exchange, context: context, appending: &last)
         // Only a connection about to close needs to know when the response is out (a future costs).
         let written: EventLoopFuture<Void>?
         if willClose(after: exchange) {
-            written = context.writeAndFlush(wrapOutboundOut(last ?? context.channel.allocator.buffer(capacity: 0)))
+            written = context.writeAndFlush(wrapOutboundOut(pending ?? context.channel.allocator.buffer(capacity: 0)))
         } else {
-            if let last { context.write(wrapOutboundOut(last), promise: nil) }
+            if let pending { context.write(wrapOutboundOut(pending), promise: nil) }
             context.flush()
             written = nil
         }

@@ -152,7 +152,7 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
         if case .untilClose = stream, let owner {
             // The close is the end of this response.
             stream = .idle
-            owner.upstreamDidEnd(self)
+            owner.upstreamDidEnd(self, lastBody: nil)
         }
         if owner != nil {
             // Delivered from a fresh stack: the owner may be in the middle of writing to this connection.
@@ -270,9 +270,13 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
                 let count = min(remaining, buffer.readableBytes)
                 let body = buffer.readSlice(length: count)!
                 input = buffer.readableBytes > 0 ? buffer : nil
-                stream = count == remaining ? .idle : .fixedBody(remaining: remaining - count)
-                owner.upstream(self, didReceiveBody: body)
-                if count == remaining, self.owner === owner { finishResponse(owner) }
+                if count == remaining {
+                    stream = .idle
+                    finishResponse(owner, lastBody: body)
+                } else {
+                    stream = .fixedBody(remaining: remaining - count)
+                    owner.upstream(self, didReceiveBody: body)
+                }
             case .chunkedBody(var scanner):
                 var data: [ByteBuffer] = []
                 let outcome = buffer.withUnsafeReadableBytes { raw in
@@ -292,11 +296,15 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
                     input = buffer.readableBytes > 0 ? buffer : nil
                     stream = ended ? .idle : .chunkedBody(scanner)
                     if keepChunks {
-                        owner.upstream(self, didReceiveBody: body)
+                        if ended {
+                            finishResponse(owner, lastBody: body)
+                        } else {
+                            owner.upstream(self, didReceiveBody: body)
+                        }
                     } else {
                         for part in data where self.owner === owner { owner.upstream(self, didReceiveBody: part) }
+                        if ended, self.owner === owner { finishResponse(owner) }
                     }
-                    if ended, self.owner === owner { finishResponse(owner) }
                 }
             case .untilClose:
                 input = nil
@@ -305,14 +313,15 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
         }
     }
 
-    /// The response is complete. Bytes after it would be read as the next request's response: such a
+    /// The response is complete, `lastBody` being its last bytes (passed with the end, so the client's
+    /// last write can carry them). Bytes after it would be read as the next request's response: such a
     /// connection is not reused.
-    private func finishResponse(_ owner: HTTPProxyHandler) {
+    private func finishResponse(_ owner: HTTPProxyHandler, lastBody: ByteBuffer? = nil) {
         if let input, input.readableBytes > 0 {
             failure = .invalidResponse
             self.input = nil
         }
-        owner.upstreamDidEnd(self)
+        owner.upstreamDidEnd(self, lastBody: lastBody)
     }
 
     /// The body framing of a final response, or nil when the head is ambiguous (an invalid or
