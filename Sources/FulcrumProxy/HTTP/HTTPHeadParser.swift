@@ -5,6 +5,8 @@ import NIOHTTP1
 struct HTTPFieldRange {
     var name: Range<Int>
     var value: Range<Int>
+    /// Just past the field line's CRLF: the next field's line starts here.
+    var lineEnd: Int
 }
 
 /// A message head parsed in place: its bytes and where every field lies. Nothing is copied into
@@ -436,7 +438,7 @@ enum HTTPHeadScanner {
             guard raw[index + 1] == .lf else { return .malformed("bare CR") }
             index += 2
             guard fields.count < maxFieldCount else { return .tooMany }
-            fields.append(HTTPFieldRange(name: name, value: valueStart..<valueEnd))
+            fields.append(HTTPFieldRange(name: name, value: valueStart..<valueEnd, lineEnd: index))
         }
         guard raw[index + 1] == .lf, index + 2 == raw.count else { return .malformed("end of head") }
         return .complete

@@ -30,22 +30,29 @@ enum HTTPHeaderRewriter {
         head.bytes.withUnsafeReadableBytes { raw in
             buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reasonRange]))
             buffer.writeStaticString("\r\n")
+            var kept = FieldRun()
             for field in head.fields {
                 let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
-                if isHopByHop(name) { continue }
-                if name.count == 3 && name.equalsLowercase("via") {
+                let dropped: Bool
+                if isHopByHop(name) {
+                    dropped = true
+                } else if name.count == 3 && name.equalsLowercase("via") {
                     via.append(field.value)
-                    continue
+                    dropped = true
+                } else if !keepContentLength && name.count == 14 && name.equalsLowercase("content-length") {
+                    dropped = true
+                } else {
+                    dropped =
+                        !connectionTokens.isEmpty
+                        && connectionTokens.contains(where: { name.equalsLowercase(string: $0) })
                 }
-                if !keepContentLength && name.count == 14 && name.equalsLowercase("content-length") { continue }
-                if !connectionTokens.isEmpty && connectionTokens.contains(where: { name.equalsLowercase(string: $0) }) {
-                    continue
+                if dropped {
+                    kept.flush(raw, into: &buffer)
+                } else {
+                    kept.add(field)
                 }
-                buffer.writeBytes(name)
-                buffer.writeStaticString(": ")
-                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.value]))
-                buffer.writeStaticString("\r\n")
             }
+            kept.flush(raw, into: &buffer)
             buffer.writeStaticString("via: ")
             for range in via {
                 buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[range]))
@@ -102,33 +109,31 @@ enum HTTPHeaderRewriter {
             buffer.writeInteger(UInt8.space)
             buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.targetRange]))
             buffer.writeStaticString(" HTTP/1.1\r\n")
+            var kept = FieldRun()
             for field in head.fields {
                 let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
                 let kind = FieldKind(name)
                 switch kind {
                 case .dropped:
-                    continue
+                    break
                 case .forwardedFor:
                     forwardedFor.append(field.value)
-                    continue
                 case .forwarded:
                     forwarded.append(field.value)
-                    continue
                 case .via:
                     via.append(field.value)
-                    continue
                 case .host, .other:
                     if kind == .other && !connectionTokens.isEmpty
                         && connectionTokens.contains(where: { name.equalsLowercase(string: $0) })
                     {
-                        continue
+                        break
                     }
+                    kept.add(field)
+                    continue
                 }
-                buffer.writeBytes(name)
-                buffer.writeStaticString(": ")
-                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.value]))
-                buffer.writeStaticString("\r\n")
+                kept.flush(raw, into: &buffer)
             }
+            kept.flush(raw, into: &buffer)
             func writeList(_ name: StaticString, _ existing: [Range<Int>], _ element: String?) {
                 guard !existing.isEmpty || element != nil else { return }
                 buffer.writeStaticString(name)
@@ -158,6 +163,23 @@ enum HTTPHeaderRewriter {
             writeList("via: ", via, Self.via(head.version))
         }
         buffer.writeStaticString("\r\n")
+    }
+
+    /// Consecutive kept field lines, copied with one write as they came (original spacing included).
+    private struct FieldRun {
+        private var start = -1
+        private var end = -1
+
+        mutating func add(_ field: HTTPFieldRange) {
+            if start < 0 { start = field.name.lowerBound }
+            end = field.lineEnd
+        }
+
+        mutating func flush(_ raw: UnsafeRawBufferPointer, into buffer: inout ByteBuffer) {
+            guard start >= 0 else { return }
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[start..<end]))
+            start = -1
+        }
     }
 
     /// How `writeUpstreamHead` treats a request field, by name.
