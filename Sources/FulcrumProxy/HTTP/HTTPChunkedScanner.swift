@@ -1,10 +1,11 @@
 import NIOHTTP1
 
-/// Follows a chunked request body (RFC 9112 §7.1) byte by byte without copying it: it says how many of
-/// the bytes it is given belong to the body and whether the body ended, so the proxy forwards the
-/// original bytes once it has checked them. Strict, because the backend must find the same end: hex
-/// sizes without spaces or signs and at most 15 digits, CRLF everywhere (a bare LF or CR is refused),
-/// chunk extensions of visible characters only, trailer fields within the request header limits.
+/// Follows a chunked body (RFC 9112 §7.1) byte by byte without copying it: it says how many of the
+/// bytes it is given belong to the body and whether the body ended, so the proxy forwards the original
+/// bytes once it has checked them (requests to the backend, responses to an HTTP/1.1 client). Strict,
+/// because the next hop must find the same end: hex sizes without spaces or signs and at most 15
+/// digits, CRLF everywhere (a bare LF or CR is refused), chunk extensions of visible characters only,
+/// trailer fields within the request header limits.
 struct HTTPChunkedScanner {
     enum Outcome: Equatable {
         /// The first `count` bytes are body; `ended`: the body's last byte is among them.

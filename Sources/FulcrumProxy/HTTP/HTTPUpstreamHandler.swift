@@ -214,7 +214,8 @@ final class HTTPUpstreamHandler: ChannelDuplexHandler {
         close()
     }
 
-    /// A response the proxy cannot pass on: the owner hears of it through the close (`didFail`).
+    /// A response the proxy cannot pass on: the owner hears of it through the close (`didFail`, which
+    /// answers 502 or, once the response started, closes the client connection). `reason` is for debugging.
     private func invalidResponse(_ reason: String) {
         failure = .invalidResponse
         input = nil
