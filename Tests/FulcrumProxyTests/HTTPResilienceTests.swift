@@ -44,9 +44,14 @@ struct HTTPResilienceTests {
         try await group.shutdownGracefully()
     }
 
-    @Test func invalidResponseGets502() async throws {
+    @Test(arguments: [
+        "SPDY/9 what\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        "HTTP/1.1 200 OK\r\nContent-Length: -4\r\n\r\nabcd", "HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+    ])
+    func invalidResponseGets502(reply: String) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let garbage = try await HTTPScriptedBackend.start(reply: "SPDY/9 what\r\n\r\n", group: group)
+        let garbage = try await HTTPScriptedBackend.start(reply: reply, group: group)
         try await HTTPProxyHarness.with(backends: 0, extra: [garbage.endpoint], retries: 0) { proxy in
             let client = try await proxy.client()
             let response = try await client.get("/")

@@ -72,8 +72,15 @@ struct HTTPSmugglingTests {
 
     @Test func validationUnit() {
         func framing(_ fields: [(String, String)], version: HTTPVersion = .http1_1) -> HTTPRequestFraming? {
-            let head = HTTPRequestHead(version: version, method: .POST, uri: "/", headers: HTTPHeaders(fields))
-            return try? HTTPRequestFraming.validate(head).get()
+            let text =
+                "POST / HTTP/\(version.major).\(version.minor)\r\n"
+                + fields.map { "\($0.0): \($0.1)\r\n" }.joined() + "\r\n"
+            var parser = HTTPRequestHeadParser()
+            guard case .complete(let head, _) = parser.parse(ByteBuffer(string: text)) else { return nil }
+            return try? HTTPRequestFraming.validate(
+                version: head.version, method: head.method, transferEncoding: head.values("transfer-encoding"),
+                contentLength: head.contentLength
+            ).get()
         }
         #expect(framing([]) == HTTPRequestFraming.none)
         #expect(framing([("Content-Length", "10")]) == .contentLength(10))

@@ -22,8 +22,8 @@ extension HTTPExchange {
         accessLog.record(
             AccessLogRecord(
                 kind: .http, time: AccessLogRecord.wallClockNow(), listener: route.config.name, client: client,
-                backend: backend?.name, method: clientHead.method.rawValue, uri: clientHead.uri,
-                version: "HTTP/\(clientHead.version.major).\(clientHead.version.minor)",
+                backend: backend?.name, method: method.rawValue, uri: uri,
+                version: "HTTP/\(version.major).\(version.minor)",
                 status: status.map { Int($0.code) }, bytesIn: UInt64(requestBytes), bytesOut: UInt64(responseBytes),
                 durationNanos: now &- key.now, firstByteNanos: responseStatus == nil ? nil : latencyNanos,
                 retries: tried.count, outcome: outcome))

@@ -17,8 +17,11 @@ final class HTTPExchange {
         case finished
     }
 
-    let clientHead: HTTPRequestHead
-    let upstreamHead: HTTPRequestHead
+    let method: HTTPMethod
+    /// The client's HTTP version (the response goes back in it).
+    let version: HTTPVersion
+    /// The head sent to the backend, ready to write (again, on a retry).
+    let upstreamHead: ByteBuffer
     let isIdempotent: Bool
     let expectsContinue: Bool
     let snapshot: PoolSnapshot
@@ -43,8 +46,8 @@ final class HTTPExchange {
     var lastFailure: HTTPRejection?
 
     // Request side
-    /// Body parts and end received before an upstream connection was ready.
-    var pendingBody: [HTTPServerRequestPart] = []
+    /// Body bytes received before an upstream connection was ready, as they go to the backend.
+    var pendingBody: [ByteBuffer] = []
     var requestEnded = false
     /// Some request body reached a backend: the request can no longer be replayed.
     var bodyForwarded = false
@@ -65,7 +68,12 @@ final class HTTPExchange {
     var responseStarted = false
     var responseEnded = false
     var upstreamKeepAlive = false
+    /// The client gets this response in chunks (`HTTPWire`); `chunkOpen`: a chunk's data awaits its CRLF.
+    var responseChunked = false
+    var chunkOpen = false
     var clientNeedsFlush = false
+    /// The response head, written with the first body bytes (see `HTTPProxyHandler.writeHeldHead`).
+    var heldResponseHead: ByteBuffer?
 
     // Byte counts and access log (`HTTPExchange+AccessLog.swift`)
     var requestBytes = 0
@@ -74,25 +82,28 @@ final class HTTPExchange {
     var accountedResponseBytes = 0
     /// The status Fulcrum answered with itself, if it did.
     var localStatus: HTTPResponseStatus?
+    /// The request target, kept only when an access log is on (a String per request otherwise unneeded).
+    var uri: String?
     var accessLogged = false
 
     init(
-        clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, snapshot: PoolSnapshot, key: PickKey,
-        stickyBackend: Backend?, retries: Int
+        method: HTTPMethod, version: HTTPVersion, keepAlive: Bool, expectsContinue: Bool, upstreamHead: ByteBuffer,
+        snapshot: PoolSnapshot, key: PickKey, stickyBackend: Backend?, retries: Int
     ) {
-        self.clientHead = clientHead
+        self.method = method
+        self.version = version
         self.upstreamHead = upstreamHead
         self.snapshot = snapshot
         self.key = key
         self.stickyBackend = stickyBackend
         self.preferred = stickyBackend
         self.retriesLeft = retries
-        self.clientKeepAlive = clientHead.isKeepAlive
-        switch clientHead.method {
+        self.clientKeepAlive = keepAlive
+        self.expectsContinue = expectsContinue
+        switch method {
         case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: isIdempotent = true
         default: isIdempotent = false
         }
-        expectsContinue = clientHead.headers["expect"].contains { $0.lowercased() == "100-continue" }
     }
 }
 

@@ -1,68 +1,205 @@
 import FulcrumConfig
 import FulcrumCore
+import NIOCore
 import NIOHTTP1
 
 /// Header changes a proxy makes in both directions: hop-by-hop fields removed, forwarding fields added.
 enum HTTPHeaderRewriter {
-    /// Fields that describe one connection, not the message (RFC 9110 §7.6.1), plus the proxy credentials,
-    /// which are meant for this proxy. Transfer-Encoding is set again by the encoder from the framing.
-    static let hopByHop: [String] = [
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-        "proxy-authorization", "proxy-authenticate",
-    ]
+    /// What `writeClientResponseHead` says in the Connection field, if anything.
+    enum ConnectionField {
+        case close, keepAlive
+    }
 
-    /// Removes the hop-by-hop fields and every field the Connection header names (except Host, which a
-    /// client must not be able to strip on its way to the backend). One pass finds whether there is
-    /// anything to remove; most messages carry at most `Connection`.
-    static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        var found = false
-        for (name, _) in headers where isHopByHop(name) {
-            found = true
-            break
-        }
-        guard found else { return }
-        if headers.contains(name: "connection") {
-            for token in HTTPRequestFraming.tokens(headers["connection"]) where !token.isEmpty {
-                let name = token.lowercased()
-                if name != "host" { headers.remove(name: name) }
+    /// Writes the response head for the client, spliced from the backend's `head`: the status line in the
+    /// client's `version` with the backend's code and reason, every field copied except the hop-by-hop
+    /// ones and those the Connection field names (and Content-Length when the body is re-framed), `Via`
+    /// as one line with this hop appended, then the sticky cookie, Connection and chunked framing.
+    static func writeClientResponseHead(
+        _ head: HTTPParsedResponseHead, version: HTTPVersion, keepContentLength: Bool, setCookie: String?,
+        connection: ConnectionField?, chunked: Bool, into buffer: inout ByteBuffer
+    ) {
+        buffer.reserveCapacity(minimumWritableBytes: head.bytes.readableBytes + 96)
+        buffer.writeStaticString(version.major == 1 && version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        let status = head.status
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(status / 100 % 10))
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(status / 10 % 10))
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(status % 10))
+        buffer.writeInteger(UInt8.space)
+        let connectionTokens = head.connectionOptions.fieldNames
+        var via: [Range<Int>] = []
+        head.bytes.withUnsafeReadableBytes { raw in
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reasonRange]))
+            buffer.writeStaticString("\r\n")
+            var kept = FieldRun()
+            for field in head.fields {
+                let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
+                let dropped: Bool
+                if isHopByHop(name) {
+                    dropped = true
+                } else if name.count == 3 && name.equalsLowercase("via") {
+                    via.append(field.value)
+                    dropped = true
+                } else if !keepContentLength && name.count == 14 && name.equalsLowercase("content-length") {
+                    dropped = true
+                } else {
+                    dropped =
+                        !connectionTokens.isEmpty
+                        && connectionTokens.contains(where: { name.equalsLowercase(string: $0) })
+                }
+                if dropped {
+                    kept.flush(raw, into: &buffer)
+                } else {
+                    kept.add(field)
+                }
+            }
+            kept.flush(raw, into: &buffer)
+            buffer.writeStaticString("via: ")
+            for range in via {
+                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[range]))
+                buffer.writeStaticString(", ")
             }
         }
-        for name in hopByHop where headers.contains(name: name) {
-            headers.remove(name: name)
+        buffer.writeString(Self.via(head.version))
+        buffer.writeStaticString("\r\n")
+        if let setCookie {
+            buffer.writeStaticString("set-cookie: ")
+            buffer.writeString(setCookie)
+            buffer.writeStaticString("\r\n")
+        }
+        switch connection {
+        case .close?: buffer.writeStaticString("connection: close\r\n")
+        case .keepAlive?: buffer.writeStaticString("connection: keep-alive\r\n")
+        case nil: break
+        }
+        if chunked { buffer.writeStaticString("transfer-encoding: chunked\r\n") }
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// Whether `name` (any case) is a field that describes one connection, not the message (RFC 9110
+    /// §7.6.1: Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade), or
+    /// proxy credentials, which are meant for this proxy. Transfer-Encoding is set again from the framing.
+    static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
+        switch name.count {
+        case 2: return name.equalsLowercase("te")
+        case 7: return name.equalsLowercase("trailer") || name.equalsLowercase("upgrade")
+        case 10: return name.equalsLowercase("connection") || name.equalsLowercase("keep-alive")
+        case 16: return name.equalsLowercase("proxy-connection")
+        case 17: return name.equalsLowercase("transfer-encoding")
+        case 18: return name.equalsLowercase("proxy-authenticate")
+        case 19: return name.equalsLowercase("proxy-authorization")
+        default: return false
         }
     }
 
-    /// Whether `name` is one of `hopByHop`, compared case-insensitively without allocating.
-    static func isHopByHop(_ name: String) -> Bool {
-        let length = name.utf8.count
-        guard length >= 2 && length <= 19 else { return false }
-        for candidate in hopByHop where candidate.utf8.count == length {
-            if name.utf8.elementsEqual(candidate.utf8, by: { $0 | 0x20 == $1 }) { return true }
+    /// Writes the head sent to the backend, spliced from the client's `head`: the request line as HTTP/1.1
+    /// (keep-alive), every field copied except the hop-by-hop ones, those the Connection field names
+    /// (`connectionTokens`, lowercased; never Host), `Expect` (Fulcrum answers 100 itself) and the framing
+    /// fields, which are set again from the validated `framing`; then the forwarding fields, each as one
+    /// line that carries the client's earlier values followed by this hop's element.
+    static func writeUpstreamHead(
+        _ head: HTTPParsedRequestHead, framing: HTTPRequestFraming, connectionTokens: [String],
+        client: ForwardingElements?, into buffer: inout ByteBuffer
+    ) {
+        buffer.reserveCapacity(minimumWritableBytes: head.bytes.readableBytes + 160)
+        var forwardedFor: [Range<Int>] = []
+        var forwarded: [Range<Int>] = []
+        var via: [Range<Int>] = []
+        head.bytes.withUnsafeReadableBytes { raw in
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.methodRange]))
+            buffer.writeInteger(UInt8.space)
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.targetRange]))
+            buffer.writeStaticString(" HTTP/1.1\r\n")
+            var kept = FieldRun()
+            for field in head.fields {
+                let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
+                let kind = FieldKind(name)
+                switch kind {
+                case .dropped:
+                    break
+                case .forwardedFor:
+                    forwardedFor.append(field.value)
+                case .forwarded:
+                    forwarded.append(field.value)
+                case .via:
+                    via.append(field.value)
+                case .host, .other:
+                    if kind == .other && !connectionTokens.isEmpty
+                        && connectionTokens.contains(where: { name.equalsLowercase(string: $0) })
+                    {
+                        break
+                    }
+                    kept.add(field)
+                    continue
+                }
+                kept.flush(raw, into: &buffer)
+            }
+            kept.flush(raw, into: &buffer)
+            func writeList(_ name: StaticString, _ existing: [Range<Int>], _ element: String?) {
+                guard !existing.isEmpty || element != nil else { return }
+                buffer.writeStaticString(name)
+                var first = true
+                for range in existing {
+                    if !first { buffer.writeStaticString(", ") }
+                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[range]))
+                    first = false
+                }
+                if let element {
+                    if !first { buffer.writeStaticString(", ") }
+                    buffer.writeString(element)
+                }
+                buffer.writeStaticString("\r\n")
+            }
+            switch framing {
+            case .none: break
+            case .contentLength(let length):
+                buffer.writeStaticString("content-length: ")
+                buffer.writeString(String(length))
+                buffer.writeStaticString("\r\n")
+            case .chunked: buffer.writeStaticString("transfer-encoding: chunked\r\n")
+            }
+            writeList("x-forwarded-for: ", forwardedFor, client?.forwardedFor)
+            writeList("forwarded: ", forwarded, client?.forwarded)
+            buffer.writeStaticString("x-forwarded-proto: http\r\n")
+            writeList("via: ", via, Self.via(head.version))
         }
-        return false
+        buffer.writeStaticString("\r\n")
     }
 
-    /// The head sent to the backend: HTTP/1.1 (keep-alive), hop-by-hop fields removed, framing set from
-    /// the validated `framing`, forwarding fields appended, `Expect` removed (Fulcrum answers 100 itself).
-    static func upstreamHead(
-        _ head: HTTPRequestHead, framing: HTTPRequestFraming, client: ForwardingElements?
-    ) -> HTTPRequestHead {
-        var headers = head.headers
-        removeHopByHop(&headers)
-        headers.remove(name: "expect")
-        headers.remove(name: "content-length")
-        switch framing {
-        case .none: break
-        case .contentLength(let length): headers.add(name: "content-length", value: String(length))
-        case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
+    /// Consecutive kept field lines, copied with one write as they came (original spacing included).
+    private struct FieldRun {
+        private var start = -1
+        private var end = -1
+
+        mutating func add(_ field: HTTPFieldRange) {
+            if start < 0 { start = field.name.lowerBound }
+            end = field.lineEnd
         }
-        if let client {
-            append(&headers, name: "x-forwarded-for", element: client.forwardedFor)
-            append(&headers, name: "forwarded", element: client.forwarded)
+
+        mutating func flush(_ raw: UnsafeRawBufferPointer, into buffer: inout ByteBuffer) {
+            guard start >= 0 else { return }
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[start..<end]))
+            start = -1
         }
-        headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
-        append(&headers, name: "via", element: via(head.version))
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
+    }
+
+    /// How `writeUpstreamHead` treats a request field, by name.
+    private enum FieldKind {
+        /// Hop-by-hop, `Expect`, the framing fields and `X-Forwarded-Proto` (set again).
+        case dropped
+        case forwardedFor, forwarded, via, host, other
+
+        init(_ name: UnsafeRawBufferPointer) {
+            switch name.count {
+            case 3 where name.equalsLowercase("via"): self = .via
+            case 4 where name.equalsLowercase("host"): self = .host
+            case 6 where name.equalsLowercase("expect"): self = .dropped
+            case 9 where name.equalsLowercase("forwarded"): self = .forwarded
+            case 14 where name.equalsLowercase("content-length"): self = .dropped
+            case 15 where name.equalsLowercase("x-forwarded-for"): self = .forwardedFor
+            case 17 where name.equalsLowercase("x-forwarded-proto"): self = .dropped
+            default: self = isHopByHop(name) ? .dropped : .other
+            }
+        }
     }
 
     /// The `Via` element for a message received with `version`.
@@ -86,20 +223,9 @@ enum HTTPHeaderRewriter {
         }
     }
 
-    /// Appends `element` to a list-valued field, merging existing lines into one so that applications
-    /// reading only the first line still see the whole chain.
-    static func append(_ headers: inout HTTPHeaders, name: String, element: String) {
-        let existing = headers[name]
-        guard !existing.isEmpty else {
-            headers.add(name: name, value: element)
-            return
-        }
-        headers.replaceOrAdd(name: name, value: (existing + [element]).joined(separator: ", "))
-    }
-
     /// The value of cookie `name` in the request's Cookie fields, or nil.
-    static func cookie(_ name: String, in headers: HTTPHeaders) -> Substring? {
-        for line in headers["cookie"] {
+    static func cookie(_ name: String, in head: HTTPParsedRequestHead) -> Substring? {
+        for line in head.values("cookie") {
             for pair in line.split(separator: ";") {
                 let trimmed = pair.trimmingHTTPWhitespace()
                 guard let equals = trimmed.firstIndex(of: "=") else { continue }
@@ -115,18 +241,22 @@ enum HTTPHeaderRewriter {
     }
 
     /// The hash the configured `hash_key` gives this request; the client address when the request lacks the key.
-    static func keyHash(_ key: HashKey, head: HTTPRequestHead, sourceHash: UInt64) -> UInt64 {
+    static func keyHash(_ key: HashKey, head: HTTPParsedRequestHead, sourceHash: UInt64) -> UInt64 {
         switch key {
         case .source, .flow:
             return sourceHash
         case .header(let name):
-            guard let value = head.headers.first(name: name) else { return sourceHash }
-            return StableHash.hash(value)
+            guard let value = head.firstValue(named: name) else { return sourceHash }
+            return head.bytes.withUnsafeReadableBytes {
+                StableHash.hash(bytes: UnsafeRawBufferPointer(rebasing: $0[value]))
+            }
         case .cookie(let name):
-            guard let value = cookie(name, in: head.headers) else { return sourceHash }
+            guard let value = cookie(name, in: head) else { return sourceHash }
             return StableHash.hash(bytes: value.utf8)
         case .uri:
-            return StableHash.hash(head.uri)
+            return head.bytes.withUnsafeReadableBytes {
+                StableHash.hash(bytes: UnsafeRawBufferPointer(rebasing: $0[head.targetRange]))
+            }
         }
     }
 }
@@ -151,4 +281,30 @@ enum StickyCookie {
     static func setCookie(_ config: StickyCookieConfig, backend: Backend) -> String {
         "\(config.name)=\(value(for: backend)); Path=/; HttpOnly"
     }
+}
+
+extension UnsafeRawBufferPointer {
+    /// Whether these bytes equal `lowercase` (which has no upper-case letters), ASCII letters in any case.
+    func equalsLowercase(_ lowercase: StaticString) -> Bool {
+        guard count == lowercase.utf8CodeUnitCount else { return false }
+        return lowercase.withUTF8Buffer { expected in
+            for index in 0..<count where self[index].asciiLowercased != expected[index] { return false }
+            return true
+        }
+    }
+
+    /// Whether these bytes equal `lowercase` (which has no upper-case letters), ASCII letters in any case.
+    func equalsLowercase(string lowercase: String) -> Bool {
+        guard count == lowercase.utf8.count else { return false }
+        var index = 0
+        for byte in lowercase.utf8 {
+            guard self[index].asciiLowercased == byte else { return false }
+            index += 1
+        }
+        return true
+    }
+}
+
+extension UInt8 {
+    var asciiLowercased: UInt8 { self >= 0x41 && self <= 0x5A ? self | 0x20 : self }
 }

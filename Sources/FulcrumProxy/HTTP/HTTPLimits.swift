@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHTTP1
 
 /// The HTTP proxy's fixed limits, in one place (nginx and HAProxy defaults where they have one).
 public enum HTTPLimits {
@@ -16,22 +15,4 @@ public enum HTTPLimits {
     /// How long an idle upstream connection is kept before Fulcrum closes it. Shorter than most backends'
     /// own keep-alive timeout, so Fulcrum usually closes first and seldom reuses a connection the backend closed.
     public static let upstreamIdleTimeout = TimeAmount.seconds(30)
-
-    /// The request decoder's limits.
-    static var requestDecoderLimits: NIOHTTPDecoderLimitConfiguration {
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderFieldSize = maxRequestHeaderBytes
-        limits.maxHeaderListSize = maxRequestHeaderBytes
-        limits.maxHeaderFieldCount = maxRequestHeaderCount
-        return limits
-    }
-
-    /// The response decoder's limits.
-    static var responseDecoderLimits: NIOHTTPDecoderLimitConfiguration {
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderFieldSize = maxResponseHeaderBytes
-        limits.maxHeaderListSize = maxResponseHeaderBytes
-        limits.maxHeaderFieldCount = maxResponseHeaderCount
-        return limits
-    }
 }

@@ -1,29 +1,22 @@
 import FulcrumCore
 import NIOCore
-import NIOHTTP1
 
 /// The L7 data plane (`mode: http`): an HTTP/1.1 reverse proxy with keep-alive on both sides.
 ///
-/// Per client connection: NIO's request decoder (header limits from `HTTPLimits`) and response encoder,
-/// then `HTTPProxyHandler`, which picks a backend per request and relays both bodies as streams over an
-/// upstream connection from the event loop's own pool. Requests with ambiguous framing are refused
-/// before any backend is contacted; `Expect: 100-continue` is answered by Fulcrum once a backend
-/// connection is ready (the header is not forwarded).
+/// One handler per client connection, `HTTPProxyHandler`: it parses request heads in place
+/// (`HTTPRequestHeadParser`, limits from `HTTPLimits`), splices the header changes into the head it sends
+/// upstream, forwards body bytes as they came once their framing is checked, frames responses itself
+/// (`HTTPWire`), and picks a backend per request over an upstream connection from the event loop's own
+/// pool. Requests with ambiguous framing are refused before any backend is contacted;
+/// `Expect: 100-continue` is answered by Fulcrum once a backend connection is ready (the header is not
+/// forwarded).
 public enum HTTPProxy {
     /// Sets up an accepted client connection; pass it to `ProxyListener.bind` for HTTP listeners.
     public static func childInitializer(channel: any Channel, context: ListenerContext) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
-            let route = context.current
-            let detector = HTTPRequestStartDetector()
-            let pipeline = channel.pipeline.syncOperations
-            try pipeline.configureHTTPServerPipeline(
-                position: .last, withPipeliningAssistance: false, withServerUpgrade: nil, withErrorHandling: false,
-                withOutboundHeaderValidation: false, withEncoderConfiguration: HTTPResponseEncoder.Configuration(),
-                withDecoderLimitConfiguration: HTTPLimits.requestDecoderLimits)
-            try pipeline.addHandler(detector, position: .first)
-            try pipeline.addHandler(
+            try channel.pipeline.syncOperations.addHandler(
                 HTTPProxyHandler(
-                    route: route, logger: context.logger, detector: detector,
+                    route: context.current, logger: context.logger,
                     upstreams: HTTPUpstreamPool.current(on: channel.eventLoop),
                     client: IPAddress(channel.remoteAddress)))
         }

@@ -5,27 +5,28 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 
-/// The client side of one HTTP/1.1 connection: validates each request, picks a backend per request,
-/// sends it over a pooled or new upstream connection on the same event loop and streams both bodies
-/// with backpressure. One request is served at a time; pipelined requests wait in `backlog` (and
-/// reading stops) until the current response is complete.
+/// The client side of one HTTP/1.1 connection, and its only handler: parses each request from the
+/// client's bytes, validates it, picks a backend per request, sends it over a pooled or new upstream
+/// connection on the same event loop and streams both bodies with backpressure. One request is served at
+/// a time; the bytes of pipelined requests wait in `input` (and reading stops) until the current
+/// response is complete.
 final class HTTPProxyHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    /// Responses are framed here (`HTTPWire`): there is no response encoder in the client pipeline.
+    typealias OutboundOut = ByteBuffer
 
-    /// Input that arrived while the current request was complete and its response still pending.
-    private enum Backlogged {
-        case part(HTTPServerRequestPart)
-        case error(any Error)
-        case inputClosed
+    /// Where the client's byte stream is: before a head, or inside a body.
+    private enum RequestStream {
+        case head
+        case fixedBody(remaining: Int)
+        case chunkedBody(HTTPChunkedScanner)
     }
 
     private let route: ListenerRoute
     private let logger: Logger
     private var reader: PoolReader
     private let upstreams: HTTPUpstreamPool
-    private let detector: HTTPRequestStartDetector
     private let client: IPAddress?
     private let forwarding: HTTPHeaderRewriter.ForwardingElements?
     private let sourceHash: UInt64
@@ -36,7 +37,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     private var context: ChannelHandlerContext?
     private var exchange: HTTPExchange?
-    private var backlog = CircularBuffer<Backlogged>()
+    /// Client bytes not yet consumed: a partial head, or what follows a request whose response is pending.
+    private var input: ByteBuffer?
+    private var stream = RequestStream.head
+    private var headParser = HTTPRequestHeadParser()
+    /// The client closed its side while `input` still held a request to serve first.
+    private var inputClosedPending = false
+    /// The next byte from the client starts a request (ends the idle wait).
+    private var awaitingRequest = true
     private var inRead = false
     private var readPending = false
     /// No further requests: the connection closes once the current output is written.
@@ -53,13 +61,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     private var clientAddress: SocketAddress?
 
     init(
-        route: ListenerRoute, logger: Logger, detector: HTTPRequestStartDetector, upstreams: HTTPUpstreamPool,
-        client: IPAddress?
+        route: ListenerRoute, logger: Logger, upstreams: HTTPUpstreamPool, client: IPAddress?
     ) {
         self.route = route
         self.logger = logger
         self.reader = PoolReader(route.pool)
-        self.detector = detector
         self.upstreams = upstreams
         self.client = client
         self.forwarding = client.map(HTTPHeaderRewriter.ForwardingElements.init(client:))
@@ -80,13 +86,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         self.context = context
         clientAddress = context.channel.remoteAddress
         waitDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in waitDeadlinePassed() }
-        detector.onRequestStart = { [self] in requestBytesArrived() }
         responseDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in responseDeadlinePassed() }
         if context.channel.isActive { startWaitTimer() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        detector.onRequestStart = nil
         waitDeadline?.cancel()
         responseDeadline?.cancel()
         self.context = nil
@@ -105,19 +109,25 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             // The client went away: whatever the backend was doing for it is no longer wanted.
             abandon(exchange)
         }
-        backlog.removeAll()
+        input = nil
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         inRead = true
         guard !closing else { return }
-        let part = unwrapInboundIn(data)
-        if !acceptsInput || !backlog.isEmpty {
-            backlog.append(.part(part))
-            return
+        var bytes = unwrapInboundIn(data)
+        guard bytes.readableBytes > 0 else { return }
+        if awaitingRequest {
+            awaitingRequest = false
+            requestBytesArrived()
         }
-        receive(part)
+        if input == nil {
+            input = bytes
+        } else {
+            input!.writeBuffer(&bytes)
+        }
+        consumeInput()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -139,12 +149,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         switch event {
         case is ListenerDrainEvent:
             draining = true
-            if exchange == nil && backlog.isEmpty { closeNow() }
+            if exchange == nil { closeNow() }
         case ChannelEvent.inputClosed:
-            if acceptsInput && backlog.isEmpty {
+            if acceptsInput {
                 handleInputClosed()
             } else {
-                backlog.append(.inputClosed)
+                inputClosedPending = true
             }
         default:
             break
@@ -154,14 +164,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard !closing else { return }
-        if error is HTTPParserError || error is ByteToMessageDecoderError {
-            if !acceptsInput || !backlog.isEmpty {
-                backlog.append(.error(error))
-            } else {
-                handleDecodeError(error)
-            }
-            return
-        }
         logger.debug("client connection error", metadata: ["error": "\(error)"])
         closeNow()
     }
@@ -176,14 +178,15 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     // MARK: Reading the client
 
-    /// Input belongs to the current request (or starts a new one) rather than waiting in the backlog.
+    /// Input belongs to the current request (or starts a new one) rather than waiting in `input`.
     private var acceptsInput: Bool {
         guard let exchange else { return true }
         return !exchange.requestEnded
     }
 
     private var shouldReadClient: Bool {
-        guard !closing, backlog.isEmpty else { return false }
+        // Bytes held for the next request: read no more until it is its turn.
+        guard !closing, input == nil || acceptsInput else { return false }
         guard let exchange else { return true }
         switch exchange.phase {
         case .received, .connecting, .finished: return false
@@ -197,68 +200,130 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         context.read()
     }
 
-    private func receive(_ part: HTTPServerRequestPart) {
-        switch part {
-        case .head(let head):
-            receiveHead(head)
-        case .body(let buffer):
-            guard let exchange, !exchange.requestEnded else { return }
-            switch exchange.phase {
-            case .received, .connecting:
-                exchange.pendingBody.append(part)
-            case .attached:
-                exchange.requestBytes += buffer.readableBytes
-                exchange.lastProgress = .now()
-                exchange.upstream?.send(.body(.byteBuffer(buffer)))
-                exchange.bodyForwarded = true
-                exchange.upstreamNeedsFlush = true
-            case .finished:
-                break
+    /// Parses and passes on as much of `input` as belongs to the current request (or starts the next one
+    /// when none is current). Body bytes are forwarded as they came, once their framing is checked.
+    private func consumeInput() {
+        while !closing, acceptsInput, var buffer = input {
+            guard buffer.readableBytes > 0 else {
+                input = nil
+                return
             }
-        case .end(let trailers):
-            guard let exchange, !exchange.requestEnded else { return }
-            exchange.requestEnded = true
-            switch exchange.phase {
-            case .received, .connecting:
-                exchange.pendingBody.append(part)
-            case .attached:
-                exchange.upstreamNeedsFlush = false
-                exchange.lastProgress = .now()
-                exchange.upstream?.send(.end(trailers))
-                exchange.upstream?.flush()
-            case .finished:
-                break
+            switch stream {
+            case .head:
+                switch headParser.parse(buffer) {
+                case .incomplete:
+                    return
+                case .invalid(let rejection):
+                    input = nil
+                    logger.debug("refusing malformed request", metadata: ["error": "\(rejection.message)"])
+                    reject(rejection, version: .http1_1)
+                    return
+                case .complete(let head, let length):
+                    buffer.moveReaderIndex(forwardBy: length)
+                    input = buffer.readableBytes > 0 ? buffer : nil
+                    receiveHead(head)
+                }
+            case .fixedBody(let remaining):
+                let count = min(remaining, buffer.readableBytes)
+                let body = buffer.readSlice(length: count)!
+                input = buffer.readableBytes > 0 ? buffer : nil
+                stream = count == remaining ? .head : .fixedBody(remaining: remaining - count)
+                exchange?.requestBytes += count
+                receiveBody(body)
+                if count == remaining { receiveEnd() }
+            case .chunkedBody(var scanner):
+                let outcome = buffer.withUnsafeReadableBytes { scanner.scan($0) }
+                switch outcome {
+                case .invalid(let rejection):
+                    input = nil
+                    logger.debug("refusing malformed request", metadata: ["error": "\(rejection.message)"])
+                    reject(rejection, version: exchange?.version ?? .http1_1)
+                    return
+                case .body(let count, let ended):
+                    let body = buffer.readSlice(length: count)!
+                    input = buffer.readableBytes > 0 ? buffer : nil
+                    stream = ended ? .head : .chunkedBody(scanner)
+                    exchange?.requestBytes = scanner.dataBytes
+                    receiveBody(body)
+                    if ended { receiveEnd() }
+                }
             }
         }
     }
 
-    private func receiveHead(_ head: HTTPRequestHead) {
+    private func receiveBody(_ body: ByteBuffer) {
+        guard body.readableBytes > 0, let exchange, !exchange.requestEnded else { return }
+        switch exchange.phase {
+        case .received, .connecting:
+            exchange.pendingBody.append(body)
+        case .attached:
+            exchange.lastProgress = .now()
+            exchange.upstream?.send(body: body)
+            exchange.bodyForwarded = true
+            exchange.upstreamNeedsFlush = true
+        case .finished:
+            break
+        }
+    }
+
+    private func receiveEnd() {
+        guard let exchange, !exchange.requestEnded else { return }
+        exchange.requestEnded = true
+        if exchange.phase == .attached {
+            exchange.upstreamNeedsFlush = false
+            exchange.lastProgress = .now()
+            exchange.upstream?.flush()
+        }
+    }
+
+    private func receiveHead(_ head: HTTPParsedRequestHead) {
         waitDeadline?.clear()
         requestBytesSeen = false
         let framing: HTTPRequestFraming
-        switch HTTPRequestFraming.validate(head) {
+        switch HTTPRequestFraming.validate(
+            version: head.version, method: head.method,
+            transferEncoding: head.known.contains(.transferEncoding) ? head.values("transfer-encoding") : [],
+            contentLength: head.contentLength)
+        {
         case .success(let valid): framing = valid
         case .failure(let rejection):
             reject(rejection, version: head.version)
             return
         }
-        if let expect = head.headers.first(name: "expect"), expect.lowercased() != "100-continue" {
-            reject(HTTPRejection(.expectationFailed, "unsupported Expect"), version: head.version)
-            return
+        var expectsContinue = false
+        for expect in head.known.contains(.expect) ? head.values("expect") : [] {
+            guard expect.lowercased() == "100-continue" else {
+                reject(HTTPRejection(.expectationFailed, "unsupported Expect"), version: head.version)
+                return
+            }
+            expectsContinue = true
         }
+        let connection = head.connectionOptions
+        let keepAlive = head.version.minor >= 1 ? !connection.close : connection.keepAlive
         let snapshot = reader.snapshot()
         let now = MonotonicClock.now()
         let key = PickKey(
             hash: HTTPHeaderRewriter.keyHash(route.hashKey, head: head, sourceHash: sourceHash), now: now)
         var sticky: Backend?
-        if let cookie = route.config.stickyCookie, let value = HTTPHeaderRewriter.cookie(cookie.name, in: head.headers)
-        {
+        if let cookie = route.config.stickyCookie, let value = HTTPHeaderRewriter.cookie(cookie.name, in: head) {
             sticky = StickyCookie.backend(named: value, in: snapshot)
         }
+        var upstreamHead = context?.channel.allocator.buffer(capacity: 0) ?? ByteBuffer()
+        HTTPHeaderRewriter.writeUpstreamHead(
+            head, framing: framing, connectionTokens: connection.fieldNames, client: forwarding, into: &upstreamHead)
         exchange = HTTPExchange(
-            clientHead: head,
-            upstreamHead: HTTPHeaderRewriter.upstreamHead(head, framing: framing, client: forwarding),
-            snapshot: snapshot, key: key, stickyBackend: sticky, retries: route.config.retries)
+            method: head.method, version: head.version, keepAlive: keepAlive, expectsContinue: expectsContinue,
+            upstreamHead: upstreamHead, snapshot: snapshot, key: key, stickyBackend: sticky,
+            retries: route.config.retries)
+        if route.accessLog != nil { exchange?.uri = head.target }
+        switch framing {
+        case .none, .contentLength(0):
+            receiveEnd()
+        case .contentLength(let length):
+            stream = .fixedBody(remaining: length)
+        case .chunked:
+            stream = .chunkedBody(HTTPChunkedScanner())
+        }
     }
 
     /// Dispatches a request whose head arrived in a read that is now complete.
@@ -327,27 +392,22 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         exchange.inFlight = true
         exchange.sentAt = MonotonicClock.now()
         exchange.lastProgress = .now()
-        upstream.send(.head(exchange.upstreamHead))
-        for part in exchange.pendingBody {
-            switch part {
-            case .body(let buffer):
-                exchange.requestBytes += buffer.readableBytes
-                upstream.send(.body(.byteBuffer(buffer)))
-                exchange.bodyForwarded = true
-            case .end(let trailers):
-                upstream.send(.end(trailers))
-            case .head:
-                break
-            }
+        upstream.send(head: exchange.upstreamHead, method: exchange.method, keepChunks: exchange.version.minor >= 1)
+        for body in exchange.pendingBody {
+            upstream.send(body: body)
+            exchange.bodyForwarded = true
         }
         exchange.pendingBody.removeAll()
         exchange.upstreamNeedsFlush = false
         if exchange.expectsContinue && !exchange.requestEnded && !exchange.bodyForwarded && !exchange.continueSent {
             // Fulcrum answers 100-continue itself once a backend is ready (and removed Expect upstream).
             exchange.continueSent = true
-            context?.writeAndFlush(
-                wrapOutboundOut(.head(HTTPResponseHead(version: exchange.clientHead.version, status: .continue))),
-                promise: nil)
+            if let context {
+                var buffer = context.channel.allocator.buffer(capacity: 32)
+                HTTPWire.writeResponseHead(
+                    &buffer, version: exchange.version, status: .continue, headers: HTTPHeaders())
+                context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            }
         }
         startResponseTimer(after: responseTimeout)
         upstream.flush()
@@ -376,39 +436,22 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     // MARK: The response
 
-    func upstream(_ upstream: HTTPUpstreamHandler, didReceive part: HTTPClientResponsePart) {
+    /// The exchange `upstream` serves, or nil (then the connection is of no further use and is closed).
+    private func current(_ upstream: HTTPUpstreamHandler) -> HTTPExchange? {
         guard let exchange, exchange.upstream === upstream else {
             upstream.owner = nil
             upstream.close()
-            return
+            return nil
         }
-        switch part {
-        case .head(let head):
-            receiveResponseHead(head, exchange: exchange, upstream: upstream)
-        case .body(let buffer):
-            guard exchange.responseStarted else { return }
-            exchange.responseBytes += buffer.readableBytes
-            context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-            exchange.clientNeedsFlush = true
-        case .end(let trailers):
-            guard exchange.responseStarted, let context else { return }
-            exchange.responseEnded = true
-            exchange.clientNeedsFlush = false
-            let written = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
-            let success = (exchange.responseStatus?.code ?? 500) < 500
-            finishStats(exchange, success: success)
-            detach(exchange)
-            if exchange.requestEnded && exchange.upstreamKeepAlive {
-                upstreams.release(upstream)
-            } else {
-                upstream.close()
-            }
-            complete(exchange, written: written)
-        }
+        return exchange
     }
 
-    private func receiveResponseHead(_ head: HTTPResponseHead, exchange: HTTPExchange, upstream: HTTPUpstreamHandler) {
-        guard !exchange.responseStarted, head.status != .switchingProtocols else {
+    func upstream(
+        _ upstream: HTTPUpstreamHandler, didReceiveHead head: HTTPParsedResponseHead, framing: HTTPResponseFraming,
+        keepAlive upstreamKeepAlive: Bool
+    ) {
+        guard let exchange = current(upstream) else { return }
+        guard !exchange.responseStarted, head.status != 101 else {
             // Upgrade was removed from the request, so a 101 (or a second head) is a broken backend.
             detach(exchange)
             upstream.close()
@@ -418,38 +461,138 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         responseDeadline?.clear()
         let now = MonotonicClock.now()
         exchange.latencyNanos = now > exchange.sentAt ? now - exchange.sentAt : 0
-        exchange.responseStatus = head.status
-        exchange.upstreamKeepAlive = head.isKeepAlive
+        exchange.responseStatus = HTTPResponseStatus(statusCode: head.status)
+        exchange.upstreamKeepAlive = upstreamKeepAlive
 
-        var headers = head.headers
-        HTTPHeaderRewriter.removeHopByHop(&headers)
-        HTTPHeaderRewriter.append(&headers, name: "via", element: HTTPHeaderRewriter.via(head.version))
-        if let sticky = route.config.stickyCookie, sticky.insert, exchange.stickyBackend !== upstream.backend {
-            headers.add(name: "set-cookie", value: StickyCookie.setCookie(sticky, backend: upstream.backend))
-        }
-        let version = exchange.clientHead.version
+        // The body is framed for this client: a length stays; chunks pass to an HTTP/1.1 client as they
+        // came and reach an HTTP/1.0 one unwrapped (`keepChunks` at send), ending with the connection; a
+        // body that ends with the backend's close gets chunks for an HTTP/1.1 client.
+        let version = exchange.version
         var keepAlive = exchange.clientKeepAlive && !draining && !closing
-        if version.minor == 0 && !headers.contains(name: "content-length") && exchange.clientHead.method != .HEAD {
-            // An HTTP/1.0 client has no chunked encoding: the body ends when the connection does.
-            keepAlive = false
+        var chunked = false
+        var keepContentLength = true
+        switch framing {
+        case .none, .contentLength:
+            break
+        case .chunked, .untilClose:
+            // Transfer-Encoding overrides a Content-Length: the backend's is not passed on.
+            keepContentLength = false
+            if version.minor == 0 {
+                keepAlive = false
+            } else {
+                chunked = true
+                exchange.responseChunked = framing == .untilClose
+            }
         }
         exchange.clientKeepAlive = keepAlive
-        if !keepAlive {
-            headers.add(name: "connection", value: "close")
-        } else if version.minor == 0 {
-            headers.add(name: "connection", value: "keep-alive")
+        var setCookie: String?
+        if let sticky = route.config.stickyCookie, sticky.insert, exchange.stickyBackend !== upstream.backend {
+            setCookie = StickyCookie.setCookie(sticky, backend: upstream.backend)
         }
         exchange.responseStarted = true
-        context?.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: version, status: head.status, headers: headers))),
-            promise: nil)
+        guard let context else { return }
+        var buffer = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 256)
+        HTTPHeaderRewriter.writeClientResponseHead(
+            head, version: version, keepContentLength: keepContentLength,
+            setCookie: setCookie,
+            connection: !keepAlive ? .close : version.minor == 0 ? .keepAlive : nil, chunked: chunked, into: &buffer)
+        // Held until the body's first bytes (or the end, or the read's end): a small body then leaves in
+        // the same buffer, one write instead of a vector of two.
+        exchange.heldResponseHead = buffer
         exchange.clientNeedsFlush = true
     }
 
-    func upstreamReadComplete(_ upstream: HTTPUpstreamHandler) {
-        guard let exchange, exchange.upstream === upstream, exchange.clientNeedsFlush else { return }
+    /// Writes the held response head, with `body` appended when that is small.
+    private func writeHeldHead(
+        _ exchange: HTTPExchange, context: ChannelHandlerContext, appending body: inout ByteBuffer?
+    ) {
+        guard var head = exchange.heldResponseHead else { return }
+        exchange.heldResponseHead = nil
+        if let small = body, small.readableBytes <= 2048 {
+            head.writeImmutableBuffer(small)
+            body = nil
+        }
+        context.write(wrapOutboundOut(head), promise: nil)
+    }
+
+    func upstream(_ upstream: HTTPUpstreamHandler, didReceiveBody body: ByteBuffer) {
+        guard let exchange = current(upstream) else { return }
+        guard exchange.responseStarted, let context, body.readableBytes > 0 else { return }
+        exchange.responseBytes = upstream.responseBodyBytes
+        if exchange.heldResponseHead != nil {
+            var rest: ByteBuffer? = exchange.responseChunked ? nil : body
+            writeHeldHead(exchange, context: context, appending: &rest)
+            exchange.clientNeedsFlush = true
+            if !exchange.responseChunked && rest == nil { return }
+        }
+        if exchange.responseChunked {
+            var header = context.channel.allocator.buffer(capacity: 24)
+            if exchange.chunkOpen { header.writeStaticString("\r\n") }
+            HTTPWire.writeChunkHeader(&header, size: body.readableBytes)
+            context.write(wrapOutboundOut(header), promise: nil)
+            exchange.chunkOpen = true
+        }
+        context.write(wrapOutboundOut(body), promise: nil)
+        exchange.clientNeedsFlush = true
+    }
+
+    /// The response is complete; `lastBody`, if any, are its last bytes. What is still to write (the held
+    /// head, those bytes, the last chunk) goes out in as few buffers as their sizes allow.
+    func upstreamDidEnd(_ upstream: HTTPUpstreamHandler, lastBody: ByteBuffer?) {
+        guard let exchange = current(upstream) else { return }
+        guard exchange.responseStarted, let context else { return }
+        if let lastBody, exchange.responseChunked {
+            // Only a body without a length gets chunks from the proxy, and that one ends with a close.
+            self.upstream(upstream, didReceiveBody: lastBody)
+        }
+        exchange.responseEnded = true
         exchange.clientNeedsFlush = false
-        context?.flush()
+        var pending = exchange.heldResponseHead
+        exchange.heldResponseHead = nil
+        func add(_ piece: ByteBuffer) {
+            guard piece.readableBytes > 0 else { return }
+            if var merged = pending, piece.readableBytes <= 2048 {
+                merged.writeImmutableBuffer(piece)
+                pending = merged
+            } else {
+                if let pending { context.write(wrapOutboundOut(pending), promise: nil) }
+                pending = piece
+            }
+        }
+        exchange.responseBytes = upstream.responseBodyBytes
+        if let lastBody, !exchange.responseChunked { add(lastBody) }
+        if exchange.responseChunked {
+            var buffer = context.channel.allocator.buffer(capacity: 16)
+            if exchange.chunkOpen { buffer.writeStaticString("\r\n") }
+            HTTPWire.writeLastChunk(&buffer)
+            add(buffer)
+        }
+        // Only a connection about to close needs to know when the response is out (a future costs).
+        let written: EventLoopFuture<Void>?
+        if willClose(after: exchange) {
+            written = context.writeAndFlush(wrapOutboundOut(pending ?? context.channel.allocator.buffer(capacity: 0)))
+        } else {
+            if let pending { context.write(wrapOutboundOut(pending), promise: nil) }
+            context.flush()
+            written = nil
+        }
+        let success = (exchange.responseStatus?.code ?? 500) < 500
+        finishStats(exchange, success: success)
+        detach(exchange)
+        if exchange.requestEnded && exchange.upstreamKeepAlive {
+            upstreams.release(upstream)
+        } else {
+            upstream.close()
+        }
+        complete(exchange, written: written)
+    }
+
+    func upstreamReadComplete(_ upstream: HTTPUpstreamHandler) {
+        guard let exchange, exchange.upstream === upstream, exchange.clientNeedsFlush, let context else { return }
+        exchange.clientNeedsFlush = false
+        var none: ByteBuffer?
+        writeHeldHead(exchange, context: context, appending: &none)
+        context.flush()
     }
 
     func upstreamWritabilityChanged(_ upstream: HTTPUpstreamHandler) {
@@ -545,14 +688,14 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
 
     /// The first byte of the next request: the idle wait ends, the request-header timeout starts.
     private func requestBytesArrived() {
-        if exchange == nil && backlog.isEmpty && !requestBytesSeen {
+        if exchange == nil && !requestBytesSeen {
             requestBytesSeen = true
             startWaitTimer()
         }
     }
 
     private func waitDeadlinePassed() {
-        guard exchange == nil, backlog.isEmpty, !closing else { return }
+        guard exchange == nil, !closing else { return }
         if requestBytesSeen {
             reject(HTTPRejection(.requestTimeout, "request headers timed out"), version: .http1_1)
         } else {
@@ -570,7 +713,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         exchange.responseEnded = true
         let close = !exchange.requestEnded || !exchange.clientKeepAlive || draining
         if close { exchange.clientKeepAlive = false }
-        let written = writeLocalResponse(rejection, version: exchange.clientHead.version, close: close)
+        let written = writeLocalResponse(rejection, version: exchange.version, close: close)
         complete(exchange, written: written)
     }
 
@@ -589,22 +732,6 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         closeAfter(written)
     }
 
-    private func handleDecodeError(_ error: any Error) {
-        let rejection: HTTPRejection
-        switch error as? HTTPParserError {
-        case .headerOverflow?:
-            rejection = HTTPRejection(.requestHeaderFieldsTooLarge, "request headers too large")
-        case .invalidChunkSize?:
-            rejection = HTTPRejection(.badRequest, "invalid chunk size")
-        case .some(let parserError):
-            rejection = HTTPRejection(.badRequest, "malformed request (\(parserError))")
-        case nil:
-            rejection = HTTPRejection(.badRequest, "malformed request")
-        }
-        logger.debug("refusing malformed request", metadata: ["error": "\(error)"])
-        reject(rejection, version: exchange?.clientHead.version ?? .http1_1)
-    }
-
     private func handleInputClosed() {
         guard let exchange else {
             closeNow()
@@ -612,39 +739,43 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         }
         if !exchange.requestEnded {
             // The client stopped sending in the middle of a request.
-            reject(HTTPRejection(.badRequest, "request incomplete"), version: exchange.clientHead.version)
+            reject(HTTPRejection(.badRequest, "request incomplete"), version: exchange.version)
         } else {
             exchange.clientKeepAlive = false
         }
     }
 
-    /// After the response: next request, or close.
-    private func complete(_ exchange: HTTPExchange, written: EventLoopFuture<Void>) {
+    /// Whether the client connection closes once this exchange's response is out.
+    private func willClose(after exchange: HTTPExchange) -> Bool {
+        !exchange.requestEnded || !exchange.clientKeepAlive || draining || closing
+    }
+
+    /// After the response: next request, or close. `written` completes when the response is out; it is
+    /// only needed (and may only be nil) when the connection stays open.
+    private func complete(_ exchange: HTTPExchange, written: EventLoopFuture<Void>?) {
         exchange.logAccess(
             route, client: clientAddress, outcome: exchange.localStatus == nil ? .completed : .proxyAnswered)
         exchange.phase = .finished
         hadRequest = true
         guard self.exchange === exchange else { return }
-        if !exchange.requestEnded || !exchange.clientKeepAlive || draining || closing {
+        if willClose(after: exchange) {
             closing = true
             self.exchange = nil
-            closeAfter(written)
+            closeAfter(written ?? upstreams.eventLoop.makeSucceededVoidFuture())
             return
         }
         self.exchange = nil
-        detector.awaitingRequest = true
         requestBytesSeen = false
+        awaitingRequest = input == nil
         startWaitTimer()
-        processBacklog()
-    }
-
-    private func processBacklog() {
-        while !closing, acceptsInput, let item = backlog.popFirst() {
-            switch item {
-            case .part(let part): receive(part)
-            case .error(let error): handleDecodeError(error)
-            case .inputClosed: handleInputClosed()
-            }
+        if input != nil {
+            // Pipelined bytes: the next request has started already.
+            requestBytesArrived()
+            consumeInput()
+        }
+        if inputClosedPending && acceptsInput && !closing {
+            inputClosedPending = false
+            handleInputClosed()
         }
         dispatchIfReady()
         resumeClientReading()
@@ -662,12 +793,10 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         headers.add(name: "content-length", value: String(body.utf8.count))
         if close { headers.add(name: "connection", value: "close") }
         let responseVersion: HTTPVersion = version.major == 1 && version.minor == 0 ? .http1_0 : .http1_1
-        context.write(
-            wrapOutboundOut(
-                .head(HTTPResponseHead(version: responseVersion, status: rejection.status, headers: headers))),
-            promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-        return context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        var buffer = context.channel.allocator.buffer(capacity: 256)
+        HTTPWire.writeResponseHead(&buffer, version: responseVersion, status: rejection.status, headers: headers)
+        buffer.writeString(body)
+        return context.writeAndFlush(wrapOutboundOut(buffer))
     }
 
     private func closeAfter(_ written: EventLoopFuture<Void>) {

@@ -9,44 +9,34 @@ enum HTTPRequestFraming: Equatable {
 
     /// Checks a request head for ambiguous framing (request smuggling) and for what the proxy does not
     /// serve. Any ambiguity is refused: a proxy and its backend must agree where every request ends.
-    static func validate(_ head: HTTPRequestHead) -> Result<HTTPRequestFraming, HTTPRejection> {
-        guard head.version.major == 1, head.version.minor <= 1 else {
+    /// `transferEncoding` holds the values of every such field, in order.
+    static func validate(
+        version: HTTPVersion, method: HTTPMethod, transferEncoding: [String], contentLength: HTTPContentLength
+    ) -> Result<HTTPRequestFraming, HTTPRejection> {
+        guard version.major == 1, version.minor <= 1 else {
             return .failure(HTTPRejection(.httpVersionNotSupported, "HTTP version not supported"))
         }
-        if head.method == .CONNECT {
+        if method == .CONNECT {
             return .failure(HTTPRejection(.methodNotAllowed, "CONNECT is not supported"))
         }
-        let transferCodings = tokens(head.headers["transfer-encoding"])
-        let lengths = tokens(head.headers["content-length"])
-        let hasTransferEncoding = head.headers.contains(name: "transfer-encoding")
-        let hasContentLength = head.headers.contains(name: "content-length")
-
-        if hasTransferEncoding {
-            if hasContentLength {
+        if !transferEncoding.isEmpty {
+            if contentLength != .absent {
                 return .failure(HTTPRejection(.badRequest, "both Content-Length and Transfer-Encoding"))
             }
-            guard head.version.minor == 1 else {
+            guard version.minor == 1 else {
                 return .failure(HTTPRejection(.badRequest, "Transfer-Encoding in an HTTP/1.0 request"))
             }
+            let transferCodings = tokens(transferEncoding)
             guard transferCodings.count == 1, transferCodings[0].lowercased() == "chunked" else {
                 return .failure(HTTPRejection(.badRequest, "Transfer-Encoding other than chunked"))
             }
             return .success(.chunked)
         }
-        if hasContentLength {
-            guard let first = lengths.first, lengths.allSatisfy({ $0 == first }),
-                head.headers["content-length"].allSatisfy({ !$0.isEmpty })
-            else {
-                return .failure(HTTPRejection(.badRequest, "conflicting Content-Length"))
-            }
-            guard first.utf8.count <= 18, first.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
-                let length = Int(first)
-            else {
-                return .failure(HTTPRejection(.badRequest, "invalid Content-Length"))
-            }
-            return .success(.contentLength(length))
+        switch contentLength {
+        case .absent: return .success(.none)
+        case .value(let length): return .success(.contentLength(length))
+        case .invalid(let problem): return .failure(HTTPRejection(.badRequest, problem))
         }
-        return .success(.none)
     }
 
     /// The comma-separated elements of every value of a header, trimmed; empty elements kept so that

@@ -1,6 +1,5 @@
 import FulcrumCore
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// Idle keep-alive connections to backends, one pool per event loop: a request only ever takes a
@@ -88,16 +87,8 @@ final class HTTPUpstreamPool {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    var encoding = HTTPRequestEncoder.Configuration()
-                    encoding.automaticallySetFramingHeaders = false
-                    let decoder = HTTPResponseDecoder(
-                        leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop,
-                        limitConfiguration: HTTPLimits.responseDecoderLimits)
-                    try channel.pipeline.syncOperations.addHandlers([
-                        HTTPRequestEncoder(configuration: encoding),
-                        ByteToMessageHandler(decoder),
-                        HTTPUpstreamHandler(backend: backend, pool: pool.value),
-                    ])
+                    try channel.pipeline.syncOperations.addHandler(
+                        HTTPUpstreamHandler(backend: backend, pool: pool.value))
                 }
             }
             .connect(to: address)
