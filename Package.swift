@@ -118,7 +118,7 @@ let package = Package(
         .target(
             name: "FulcrumServer",
             dependencies: [
-                "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin",
+                "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin", "FulcrumPacket",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -132,7 +132,7 @@ let package = Package(
         .executableTarget(
             name: "fulcrum",
             dependencies: [
-                "FulcrumCore", "FulcrumConfig", "FulcrumServer", "FulcrumDemo",
+                "FulcrumCore", "FulcrumConfig", "FulcrumServer", "FulcrumDemo", "FulcrumPacket",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -56,6 +56,7 @@ public struct AdminAPI: Sendable {
         if let refusal = authorize(request, isWrite: false) { return refusal }
         if path == "/metrics" {
             var text = MetricsExposition.render(pools: await control.pools(), listeners: await control.listeners())
+            text += MetricsExposition.render(virtualServices: await control.virtualServices())
             // The control-plane series swift-metrics collected (names distinct from the ones above).
             if let registry = await control.metricsRegistry { text += registry.emitToString() }
             return AdminResponse(status: 200, text: text, contentType: MetricsExposition.contentType)
@@ -69,6 +70,7 @@ public struct AdminAPI: Sendable {
         case backends(pool: String)
         case backend(pool: String, address: String)
         case listeners
+        case virtualServices
     }
 
     private func route(_ request: AdminRequest) async throws -> AdminResponse {
@@ -81,6 +83,7 @@ public struct AdminAPI: Sendable {
         switch segments.count {
         case 3 where segments[0...2] == ["api", "v1", "pools"]: route = .pools
         case 3 where segments[0...2] == ["api", "v1", "listeners"]: route = .listeners
+        case 3 where segments[0...2] == ["api", "v1", "virtual_services"]: route = .virtualServices
         case 4 where segments[0...2] == ["api", "v1", "pools"]: route = .pool(segments[3])
         case 5 where segments[0...2] == ["api", "v1", "pools"] && segments[4] == "backends":
             route = .backends(pool: segments[3])
@@ -92,7 +95,7 @@ public struct AdminAPI: Sendable {
 
         let allowed: [String]
         switch route {
-        case .pools, .pool, .listeners: allowed = ["GET"]
+        case .pools, .pool, .listeners, .virtualServices: allowed = ["GET"]
         case .backends: allowed = ["GET", "POST"]
         case .backend: allowed = ["GET", "PATCH", "DELETE"]
         }
@@ -112,6 +115,9 @@ public struct AdminAPI: Sendable {
         case (.listeners, _):
             let listeners = await control.listeners().map(Self.listenerJSON)
             return AdminResponse(status: 200, body: .object([("listeners", .array(listeners))]))
+        case (.virtualServices, _):
+            let services = await control.virtualServices().map(Self.virtualServiceJSON)
+            return AdminResponse(status: 200, body: .object([("virtual_services", .array(services))]))
         case (.pool(let name), _):
             return AdminResponse(status: 200, body: Self.poolJSON(try await existingPool(name)))
         case (.backends(let name), "GET"):

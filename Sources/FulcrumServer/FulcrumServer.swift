@@ -28,6 +28,8 @@ public actor FulcrumServer: Service {
     /// Access logs replaced by a reload: closed once connections that may still write to them drained.
     private let retiredLogs: AsyncStream<(AccessLog, Duration)>
     private let retiredLogInput: AsyncStream<(AccessLog, Duration)>.Continuation
+    /// The packet plane's workers (`FulcrumServer+Packet.swift`).
+    let packetPlane = PacketPlane()
     /// Run-time changes made through the admin API (an overlay on the config file).
     var runtime = RuntimeState()
     /// Listeners taken out by a reload, drained by `run`.
@@ -109,6 +111,7 @@ public actor FulcrumServer: Service {
             if let admin { tasks.addTask { await admin.run() } }
             // Serve until graceful shutdown is requested (or the task is cancelled).
             try? await gracefulShutdown()
+            packetPlane.stopAll()
             await admin?.shutdown()
             tasks.cancelAll()
         }
@@ -288,6 +291,7 @@ public actor FulcrumServer: Service {
         for (pool, endpoint, state) in runtime.adminStates {
             _ = try? poolsByName[pool]?.setAdmin(endpoint, to: state, now: now)
         }
+        try packetPlane.apply(newConfig, pools: poolsByName, initial: initial, logger: logger)
         checkerSetInput.yield(makeHealthCheckers())
     }
 
@@ -406,6 +410,7 @@ public actor FulcrumServer: Service {
     }
 
     private func closeAll() async {
+        packetPlane.stopAll()
         await admin?.shutdown()
         for listener in listenersByName.values { await listener.shutdown(grace: .zero) }
         listenersByName = [:]
