@@ -159,7 +159,7 @@ let package = Package(
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "FulcrumPacketTests", dependencies: ["FulcrumPacket", "FulcrumCore", "CFulcrumLinux"],
+            name: "FulcrumPacketTests", dependencies: ["FulcrumPacket", "FulcrumCore", "CFulcrumLinux", "fulcrum"],
             swiftSettings: swiftSettings),
         .testTarget(name: "FulcrumHATests", dependencies: ["FulcrumHA", "FulcrumCore"], swiftSettings: swiftSettings),
         .testTarget(

@@ -111,7 +111,7 @@ final class PacketPlane {
             }
             return try NATVirtualService(
                 settings: NATSettings(service: service, snatAddress: snatAddress, snatPorts: snat.ports), pool: pool,
-                tunName: tunName ?? "fnat0")
+                tunName: tunName ?? "fnat0", setUp: true)
         case .dsr:
             guard let interface = vs.interface else { throw PacketPlaneError("\(service): dsr needs an interface") }
             return try DSRVirtualService(service: service, pool: pool, interface: interface)

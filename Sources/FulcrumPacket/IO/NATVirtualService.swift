@@ -31,19 +31,24 @@ public final class NATVirtualService: Sendable {
     private let worker = Mutex<WorkerThread?>(nil)
     private let batchSize: Int
 
-    /// Opens the TUN device (in `networkNamespace`, a path like `/var/run/netns/NAME`, when given).
+    /// Opens the TUN device (in `networkNamespace`, a path like `/var/run/netns/NAME`, when given) and, with
+    /// `setUp`, sets it up; the routes into it stay the operator's (docs/packet-plane.md).
     public init(
-        settings: NATSettings, pool: Pool, tunName: String, networkNamespace: String? = nil, batchSize: Int = 64
+        settings: NATSettings, pool: Pool, tunName: String, networkNamespace: String? = nil, batchSize: Int = 64,
+        setUp: Bool = false
     ) throws(PacketIOError) {
         self.settings = settings
         self.pool = pool
         self.batchSize = max(1, batchSize)
+        let open = { @Sendable () throws(PacketIOError) -> TUNDevice in
+            let device = try TUNDevice(name: tunName)
+            if setUp { try device.setUp() }
+            return device
+        }
         if let networkNamespace {
-            device = try NetworkNamespace.perform(path: networkNamespace) { () throws(PacketIOError) in
-                try TUNDevice(name: tunName)
-            }
+            device = try NetworkNamespace.perform(path: networkNamespace, open)
         } else {
-            device = try TUNDevice(name: tunName)
+            device = try open()
         }
     }
 

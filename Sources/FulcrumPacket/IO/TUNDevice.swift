@@ -34,6 +34,15 @@ public final class TUNDevice: Sendable {
         guard rc == 0 else { throw PacketIOError("set \(name) up", errno: -rc) }
     }
 
+    /// Sets the interface up from the calling thread's network namespace (a throwaway UDP socket carries the
+    /// ioctl).
+    public func setUp() throws(PacketIOError) {
+        let socketFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard socketFD >= 0 else { throw PacketIOError("socket for set \(name) up", errno: errno) }
+        defer { close(socketFD) }
+        try setUp(using: socketFD)
+    }
+
     deinit {
         close(fd)
     }
