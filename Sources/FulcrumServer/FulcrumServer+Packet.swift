@@ -195,3 +195,13 @@ extension FulcrumServer {
         packetPlane.services["\(vip):\(port)/\(`protocol`.rawValue)"]?.worker
     }
 }
+
+extension FulcrumServer {
+    /// The HA mirroring port of every running virtual service, by `vip:port/protocol` (the same key on both
+    /// nodes of a pair): the mirror channel drains the active node's feeds and installs on the standby's.
+    public func flowMirrors() -> [(virtualService: String, mirror: FlowMirrorPort)] {
+        packetPlane.services.sorted { $0.key < $1.key }.compactMap { key, running in
+            running.worker.map { (key, $0.mirror) }
+        }
+    }
+}

@@ -31,6 +31,8 @@ public final class DSRVirtualService: Sendable {
     private let stopping = Atomic<Bool>(false)
     private let published = Mutex(Statistics())
     private let worker = Mutex<WorkerThread?>(nil)
+    /// HA mirroring: change feed, snapshots, mirrored flows to install.
+    public let mirror = FlowMirrorPort()
 
     public init(
         service: VirtualServiceAddress, pool: Pool, interface: String, networkNamespace: String? = nil,
@@ -70,6 +72,8 @@ public final class DSRVirtualService: Sendable {
             settings: FrameServiceSettings(
                 service: service, localMAC: socket.mac, flowCapacity: flowCapacity, timeouts: timeouts))
         var neighbors = NeighborTable()
+        let changeLog = FlowChangeLog()
+        forwarder.pinning.recordChanges(into: changeLog)
         var reader = PoolReader(pool)
         let batch = MessageBatch(count: 64, slotSize: VirtioNetHeader.length + 65536)
         var sendFailures: UInt64 = 0
@@ -115,6 +119,7 @@ public final class DSRVirtualService: Sendable {
                 sendFailures &+= UInt64(batch.flushSends(socket.fd))
             }
             forwarder.pinning.flows.sweep(now: now, limit: 256)
+            mirror.serve(forwarder.pinning, log: changeLog, snapshot: { reader.snapshot() }, now: now)
             let stats = Statistics(
                 forwarding: forwarder.counters, drops: forwarder.drops, flows: forwarder.pinning.flows.counters,
                 activeFlows: forwarder.pinning.flows.count, neighbors: neighbors.count, sendFailures: sendFailures)

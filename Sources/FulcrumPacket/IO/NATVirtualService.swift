@@ -30,6 +30,8 @@ public final class NATVirtualService: Sendable {
     private let published = Mutex(Statistics())
     private let worker = Mutex<WorkerThread?>(nil)
     private let batchSize: Int
+    /// HA mirroring: change feed, snapshots, mirrored flows to install.
+    public let mirror = FlowMirrorPort()
 
     /// Opens the TUN device (in `networkNamespace`, a path like `/var/run/netns/NAME`, when given) and, with
     /// `setUp`, sets it up; the routes into it stay the operator's (docs/packet-plane.md).
@@ -72,6 +74,8 @@ public final class NATVirtualService: Sendable {
 
     private func run() {
         let nat = NATRewriter(settings: settings)
+        let changeLog = FlowChangeLog()
+        nat.recordChanges(into: changeLog)
         var reader = PoolReader(pool)
         let capacity = 65536 + 64
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
@@ -98,6 +102,7 @@ public final class NATVirtualService: Sendable {
                 batches &+= 1
             }
             nat.flows.sweep(now: now, limit: 256)
+            mirror.serve(nat, log: changeLog, snapshot: { reader.snapshot() }, now: now)
             let stats = Statistics(
                 forwarding: nat.counters, drops: nat.drops, flows: nat.flows.counters, activeFlows: nat.flows.count,
                 batches: batches)

@@ -14,6 +14,8 @@ public protocol VirtualServiceWorker: AnyObject, Sendable {
     func stop()
     /// The counters the worker published after its last batch.
     var counters: VirtualServiceCounters { get }
+    /// HA mirroring of the worker's flow table (`FlowMirrorPort`).
+    var mirror: FlowMirrorPort { get }
 }
 
 /// The counters of one virtual service, the same shape for every mode.
