@@ -1,3 +1,4 @@
+import CFulcrumLinux
 import FulcrumCore
 import Synchronization
 
