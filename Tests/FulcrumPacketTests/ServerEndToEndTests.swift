@@ -136,6 +136,45 @@ import Glibc
     }
 }
 
+extension ServerEndToEndTests {
+    /// SIGHUP with a config that adds a virtual service starts it and leaves the running one alone (its counters
+    /// continue); a changed definition restarts that service (its counters start over); SIGTERM stops the
+    /// workers and the process exits 0.
+    @Test(.enabled(if: isRoot, "needs root for network namespaces: server packet-plane tests SKIPPED"))
+    func reloadStartsRestartsAndShutdownStops() throws {
+        let server = try RunningServer("dsr")
+        defer { server.stop() }
+        let lab = server.lab
+        _ = try lab.requestThroughVIP(5)
+        #expect(try server.virtualService()["flows_created"] as? Int == 5)
+        let pid = try #require(server.pid)
+
+        let added =
+            server.config + """
+
+                  - { name: second, vip: 10.200.0.101, port: 80, pool: web, forwarding: dsr, interface: eth0 }
+                """
+        try added.write(to: server.configFile, atomically: true, encoding: .utf8)
+        kill(pid, SIGHUP)
+        #expect(waitUntil(seconds: 5) { (try? server.virtualServices().count) == 2 })
+        let afterAdd = try server.virtualServices()
+        #expect(afterAdd.first { $0["name"] as? String == "web" }?["flows_created"] as? Int == 5, "\(afterAdd)")
+        #expect(afterAdd.first { $0["name"] as? String == "second" }?["running"] as? Bool == true, "\(afterAdd)")
+
+        let renamed = added.replacingOccurrences(of: "name: web, vip", with: "name: web2, vip")
+        try renamed.write(to: server.configFile, atomically: true, encoding: .utf8)
+        kill(pid, SIGHUP)
+        #expect(waitUntil(seconds: 5) { (try? server.virtualServices())?.first?["name"] as? String == "web2" })
+        let afterRename = try server.virtualServices()
+        #expect(afterRename.first?["flows_created"] as? Int == 0, "restarted: \(afterRename)")
+        #expect(try lab.requestThroughVIP(3).values.reduce(0, +) == 3, "the restarted service forwards")
+
+        kill(pid, SIGTERM)
+        let exited = try #require(server.waitForExit(seconds: 10), "fulcrum run exits after SIGTERM")
+        #expect(exited == 0)
+    }
+}
+
 /// `fulcrum run` (the built binary) in the lab's balancer namespace for one mode.
 final class RunningServer {
     let mode: String
@@ -159,6 +198,9 @@ final class RunningServer {
             throw error
         }
     }
+
+    var configFile: URL { lab.workDirectory.appendingPathComponent("fulcrum.yaml") }
+    var pid: Int32? { process?.processIdentifier }
 
     var config: String {
         let service: String
@@ -205,10 +247,16 @@ final class RunningServer {
             }
         }
         try lab.startBackends(bindAll: true)
-        let configFile = lab.workDirectory.appendingPathComponent("fulcrum.yaml")
         try config.write(to: configFile, atomically: true, encoding: .utf8)
+        // Through a Python exec that unblocks signals: a child of a test thread inherits libdispatch's blocked
+        // signal mask, and fulcrum must see SIGHUP (reload) and SIGTERM (graceful stop) here.
         process = try spawn(
-            ["netns", "exec", lab.lb, Self.binary.path, "run", "--config", configFile.path], log: logFile)
+            [
+                "netns", "exec", lab.lb, "/usr/bin/python3", "-c",
+                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, range(1, 32)); "
+                    + "os.execv(sys.argv[1], sys.argv[1:])",
+                Self.binary.path, "run", "--config", configFile.path,
+            ], log: logFile)
         // Ready when the admin API shows every backend up (the first checks passed).
         let ready = waitUntil(seconds: 15) {
             guard let pools = try? self.admin("/api/v1/pools/web") else { return false }
@@ -247,11 +295,22 @@ final class RunningServer {
 
     /// The one virtual service as the admin API shows it.
     func virtualService() throws -> [String: Any] {
+        let list = try virtualServices()
+        try #require(list.count == 1, "virtual services: \(list)")
+        return list[0]
+    }
+
+    func virtualServices() throws -> [[String: Any]] {
         let body = try admin("/api/v1/virtual_services")
         let json = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
-        let list = json?["virtual_services"] as? [[String: Any]] ?? []
-        try #require(list.count == 1, "virtual services: \(body)")
-        return list[0]
+        return json?["virtual_services"] as? [[String: Any]] ?? []
+    }
+
+    /// The exit status once `fulcrum run` exited (bounded), nil if it is still running.
+    func waitForExit(seconds: Double) -> Int32? {
+        guard let process else { return nil }
+        guard waitUntil(seconds: seconds, { !process.isRunning }) else { return nil }
+        return process.terminationStatus
     }
 
     /// A backend's state in the admin API (`up`, `down`, ...).
