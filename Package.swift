@@ -122,7 +122,7 @@ let package = Package(
             name: "FulcrumServer",
             dependencies: [
                 "FulcrumCore", "FulcrumConfig", "FulcrumProxy", "FulcrumHealth", "FulcrumAdmin", "FulcrumCluster",
-                "FulcrumHA",
+                "FulcrumHA", "FulcrumPacket",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -136,7 +136,7 @@ let package = Package(
         .executableTarget(
             name: "fulcrum",
             dependencies: [
-                "FulcrumCore", "FulcrumConfig", "FulcrumServer", "FulcrumDemo", "FulcrumCluster",
+                "FulcrumCore", "FulcrumConfig", "FulcrumServer", "FulcrumDemo", "FulcrumCluster", "FulcrumPacket",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -164,7 +164,7 @@ let package = Package(
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "FulcrumPacketTests", dependencies: ["FulcrumPacket", "FulcrumCore", "CFulcrumLinux"],
+            name: "FulcrumPacketTests", dependencies: ["FulcrumPacket", "FulcrumCore", "CFulcrumLinux", "fulcrum"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "FulcrumHATests",

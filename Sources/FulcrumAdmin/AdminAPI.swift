@@ -57,6 +57,7 @@ public struct AdminAPI: Sendable {
         if path == "/metrics" {
             var text = MetricsExposition.render(pools: await control.pools(), listeners: await control.listeners())
             if let ha = await control.haStatus { text += ha.exposition }
+            text += MetricsExposition.render(virtualServices: await control.virtualServices())
             // The control-plane series swift-metrics collected (names distinct from the ones above).
             if let registry = await control.metricsRegistry { text += registry.emitToString() }
             return AdminResponse(status: 200, text: text, contentType: MetricsExposition.contentType)
@@ -72,6 +73,7 @@ public struct AdminAPI: Sendable {
         case listeners
         case cluster
         case ha
+        case virtualServices
     }
 
     private func route(_ request: AdminRequest) async throws -> AdminResponse {
@@ -86,6 +88,7 @@ public struct AdminAPI: Sendable {
         case 3 where segments[0...2] == ["api", "v1", "listeners"]: route = .listeners
         case 3 where segments[0...2] == ["api", "v1", "cluster"]: route = .cluster
         case 3 where segments[0...2] == ["api", "v1", "ha"]: route = .ha
+        case 3 where segments[0...2] == ["api", "v1", "virtual_services"]: route = .virtualServices
         case 4 where segments[0...2] == ["api", "v1", "pools"]: route = .pool(segments[3])
         case 5 where segments[0...2] == ["api", "v1", "pools"] && segments[4] == "backends":
             route = .backends(pool: segments[3])
@@ -97,7 +100,7 @@ public struct AdminAPI: Sendable {
 
         let allowed: [String]
         switch route {
-        case .pools, .pool, .listeners, .cluster, .ha: allowed = ["GET"]
+        case .pools, .pool, .listeners, .cluster, .ha, .virtualServices: allowed = ["GET"]
         case .backends: allowed = ["GET", "POST"]
         case .backend: allowed = ["GET", "PATCH", "DELETE"]
         }
@@ -120,6 +123,9 @@ public struct AdminAPI: Sendable {
         case (.ha, _):
             guard let ha = await control.haStatus else { return .notFound("no ha.vrrp in the config") }
             return AdminResponse(status: 200, body: ha.json)
+        case (.virtualServices, _):
+            let services = await control.virtualServices().map(Self.virtualServiceJSON)
+            return AdminResponse(status: 200, body: .object([("virtual_services", .array(services))]))
         case (.pool(let name), _):
             return AdminResponse(status: 200, body: Self.poolJSON(try await existingPool(name)))
         case (.cluster, _):

@@ -9,6 +9,8 @@ public protocol AdminControl: Sendable {
     func pool(named name: String) async -> Pool?
     /// Every proxy listener with its counters.
     func listeners() async -> [ListenerStatus]
+    /// Every packet-plane virtual service with its counters (`VirtualServiceStatus.swift`).
+    func virtualServices() async -> [VirtualServiceStatus]
     /// Whether runtime changes are written to a state file (and so survive a restart or reload).
     var persistsChanges: Bool { get async }
 

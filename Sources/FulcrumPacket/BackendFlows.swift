@@ -5,6 +5,8 @@ import FulcrumCore
 /// when the pool changes (a Maglev table change would otherwise move established connections).
 public final class BackendFlows {
     public let flows: FlowTable<Backend>
+    /// Where inserted and removed flows are recorded for HA mirroring (`FlowMirroring.swift`).
+    var changeLog: FlowChangeLog?
 
     public init(capacity: Int, timeouts: FlowTimeouts) {
         flows = FlowTable(capacity: capacity, timeouts: timeouts)

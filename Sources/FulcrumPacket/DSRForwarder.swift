@@ -63,6 +63,8 @@ public final class DSRForwarder {
     public let pinning: BackendFlows
     public private(set) var drops = DropCounters()
     public private(set) var counters = ForwardingCounters()
+    /// The backend address of the last frame dropped with `noNeighbor` (the worker queues the frame for it).
+    public private(set) var unresolvedBackend: UInt32 = 0
 
     public init(settings: FrameServiceSettings) {
         self.settings = settings
@@ -86,7 +88,10 @@ public final class DSRForwarder {
                 let backend = try pinning.backend(
                     for: key, tcpFlags: transport.tcpFlags, snapshot: snapshot, now: now)
                 guard let address = backend.ipv4 else { throw .backendNotIPv4 }
-                guard let mac = neighbor(address) else { throw .noNeighbor }
+                guard let mac = neighbor(address) else {
+                    unresolvedBackend = address
+                    throw .noNeighbor
+                }
                 p.setMAC(frameStart + Ethernet.destinationOffset, mac)
                 p.setMAC(frameStart + Ethernet.sourceOffset, settings.localMAC)
                 counters.packetsIn &+= 1

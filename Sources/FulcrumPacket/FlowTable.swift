@@ -63,6 +63,9 @@ public final class FlowTable<Value> {
     public private(set) var counters = FlowCounters()
     /// Called with every value that leaves the table (expiry, eviction, removal), e.g. to free a port.
     public var onRemove: ((Value) -> Void)?
+    /// Called with the slot of every flow inserted and the key of every flow that leaves (HA mirroring).
+    public var onInserted: ((Slot) -> Void)?
+    public var onRemovedKey: ((FlowKey) -> Void)?
 
     private var index: [FlowKey: Int32]
     private var keys: [FlowKey]
@@ -117,6 +120,8 @@ public final class FlowTable<Value> {
     public func state(_ slot: Slot) -> FlowState { states[slot] }
     public func key(_ slot: Slot) -> FlowKey { keys[slot] }
     public func reverseKey(_ slot: Slot) -> FlowKey? { reverseKeys[slot] }
+    /// When the flow last saw a packet.
+    public func lastSeen(_ slot: Slot) -> UInt64 { lastSeen[slot] }
 
     /// Adds a flow (the caller looked it up first). Evicts the least recently used flow when full.
     @discardableResult
@@ -137,6 +142,7 @@ public final class FlowTable<Value> {
         if let reverseKey { index[reverseKey] = Int32(slot) }
         pushFront(slot)
         counters.created &+= 1
+        onInserted?(slot)
         return slot
     }
 
@@ -191,6 +197,16 @@ public final class FlowTable<Value> {
         return removed
     }
 
+    /// Calls `body` with every live flow's slot, most recently used first (for mirroring).
+    public func forEachSlot(_ body: (Slot) -> Void) {
+        var cursor = head
+        while cursor >= 0 {
+            let slot = Int(cursor)
+            cursor = next[slot]
+            body(slot)
+        }
+    }
+
     /// Calls `body` with every live flow's key and value (for mirroring and inspection).
     public func forEach(_ body: (FlowKey, Value, FlowState) -> Void) {
         var cursor = head
@@ -207,6 +223,7 @@ public final class FlowTable<Value> {
     }
 
     private func unlink(_ slot: Int) {
+        onRemovedKey?(keys[slot])
         index[keys[slot]] = nil
         if let reverse = reverseKeys[slot] { index[reverse] = nil }
         removeFromList(slot)

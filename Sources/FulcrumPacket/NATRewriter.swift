@@ -44,6 +44,11 @@ public final class NATRewriter {
     public private(set) var ports: PortPool
     public private(set) var drops = DropCounters()
     public private(set) var counters = ForwardingCounters()
+    /// Where inserted and removed flows are recorded for HA mirroring (`FlowMirroring.swift`).
+    var changeLog: FlowChangeLog?
+
+    /// Takes a given SNAT port for a mirrored flow.
+    func claimPort(_ port: UInt16) -> Bool { ports.claim(port) }
 
     public init(settings: NATSettings) {
         self.settings = settings

@@ -44,3 +44,59 @@ extension ARP {
         return frame
     }
 }
+
+/// Frames waiting for a backend's MAC (DSR): instead of dropping the first packets of a flow to a backend not
+/// yet in the `NeighborTable` (a SYN lost costs the client a 1 s retransmit), the worker keeps copies here, asks
+/// with ARP, and sends them once the answer is learned. Bounded in frames per address, in total, and in age;
+/// what does not fit or ages out is dropped and counted. One worker owns it.
+public struct NeighborQueue: Sendable {
+    public let perAddress: Int
+    public let total: Int
+    /// Frames older than this are dropped (nanoseconds).
+    public let maximumAge: UInt64
+    private var waiting: [UInt32: [(frame: [UInt8], queuedAt: UInt64)]] = [:]
+    public private(set) var count = 0
+    /// Frames dropped because the queue was full or they aged out.
+    public private(set) var dropped: UInt64 = 0
+
+    public init(perAddress: Int = 32, total: Int = 256, maximumAge: UInt64 = 1_000_000_000) {
+        self.perAddress = perAddress
+        self.total = total
+        self.maximumAge = maximumAge
+    }
+
+    /// Keeps a copy of `frame` for `address`. Returns true when this is the first frame waiting for it (the
+    /// caller asks for the address then), false otherwise; a frame that does not fit is dropped and counted.
+    @discardableResult
+    public mutating func enqueue(_ frame: [UInt8], for address: UInt32, now: UInt64) -> Bool {
+        let first = waiting[address]?.isEmpty ?? true
+        guard count < total, waiting[address, default: []].count < perAddress else {
+            dropped &+= 1
+            return false
+        }
+        waiting[address, default: []].append((frame, now))
+        count += 1
+        return first
+    }
+
+    /// The addresses that have frames waiting.
+    public var addresses: [UInt32] { Array(waiting.keys) }
+
+    /// Takes the frames waiting for `address` (oldest first).
+    public mutating func release(_ address: UInt32) -> [[UInt8]] {
+        guard let frames = waiting.removeValue(forKey: address) else { return [] }
+        count -= frames.count
+        return frames.map(\.frame)
+    }
+
+    /// Drops frames older than `maximumAge` (their backend did not answer ARP in time).
+    public mutating func expire(now: UInt64) {
+        for (address, frames) in waiting {
+            let kept = frames.filter { now < $0.queuedAt || now - $0.queuedAt < maximumAge }
+            guard kept.count != frames.count else { continue }
+            dropped &+= UInt64(frames.count - kept.count)
+            count -= frames.count - kept.count
+            waiting[address] = kept.isEmpty ? nil : kept
+        }
+    }
+}

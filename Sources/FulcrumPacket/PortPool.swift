@@ -5,9 +5,15 @@ public struct PortPool: Sendable {
     private var head = 0
     public private(set) var available: Int
 
+    /// Ring index of each port (port − lower bound), so a given port can be claimed in O(1).
+    private var position: [Int32]
+    private let lower: UInt16
+
     public init(_ range: ClosedRange<UInt16>) {
         ring = Array(range)
         available = ring.count
+        lower = range.lowerBound
+        position = (0..<Int32(ring.count)).map { $0 }
     }
 
     public var capacity: Int { ring.count }
@@ -21,10 +27,27 @@ public struct PortPool: Sendable {
         return port
     }
 
+    /// Takes this particular port (a flow mirrored from the active node keeps its SNAT port); false when it
+    /// is outside the range or in use.
+    public mutating func claim(_ port: UInt16) -> Bool {
+        guard port >= lower, Int(port - lower) < ring.count else { return false }
+        let index = Int(position[Int(port - lower)])
+        guard (index - head + ring.count) % ring.count < available else { return false }
+        // Swap it to the head, then allocate it.
+        let other = ring[head]
+        ring[index] = other
+        position[Int(other - lower)] = Int32(index)
+        ring[head] = port
+        position[Int(port - lower)] = Int32(head)
+        return allocate() == port
+    }
+
     /// Returns a port taken with `allocate`.
     public mutating func release(_ port: UInt16) {
         precondition(available < ring.count, "released more ports than allocated")
-        ring[(head + available) % ring.count] = port
+        let index = (head + available) % ring.count
+        ring[index] = port
+        if port >= lower, Int(port - lower) < ring.count { position[Int(port - lower)] = Int32(index) }
         available += 1
     }
 }

@@ -30,6 +30,8 @@ public actor FulcrumServer: Service {
     /// Access logs replaced by a reload: closed once connections that may still write to them drained.
     private let retiredLogs: AsyncStream<(AccessLog, Duration)>
     private let retiredLogInput: AsyncStream<(AccessLog, Duration)>.Continuation
+    /// The packet plane's workers (`FulcrumServer+Packet.swift`).
+    let packetPlane = PacketPlane()
     /// Run-time changes made through the admin API (an overlay on the config file; unused in a cluster).
     var runtime = RuntimeState()
     /// The shared store and membership, with `cluster: { store: etcd }` (FulcrumServer+Cluster.swift).
@@ -138,6 +140,7 @@ public actor FulcrumServer: Service {
             // Serve until graceful shutdown is requested (or the task is cancelled).
             try? await gracefulShutdown()
             await clusterNode?.leave()
+            packetPlane.stopAll()
             await admin?.shutdown()
             tasks.cancelAll()
         }
@@ -333,6 +336,7 @@ public actor FulcrumServer: Service {
                     backend.address, to: backend.state ?? .enabled, now: now)
             }
         }
+        try packetPlane.apply(newConfig, pools: poolsByName, initial: initial, logger: logger)
         checkerSetInput.yield(makeHealthCheckers())
         updateHATracking(config: newConfig, pools: poolsByName, unboundListeners: unbound)
     }
@@ -452,6 +456,7 @@ public actor FulcrumServer: Service {
     }
 
     private func closeAll() async {
+        packetPlane.stopAll()
         await admin?.shutdown()
         for listener in listenersByName.values { await listener.shutdown(grace: .zero) }
         listenersByName = [:]

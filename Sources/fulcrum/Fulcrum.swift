@@ -14,7 +14,7 @@ struct Fulcrum: AsyncParsableCommand {
         abstract:
             "Fulcrum: a load balancer for Linux — proxy (L4/L7), packet forwarding (NAT, DSR, tunnel), VRRP, clustering.",
         version: version,
-        subcommands: [Run.self, Demo.self, Validate.self, Ctl.self, ClusterCommand.self, Version.self]
+        subcommands: [Run.self, Demo.self, Validate.self, Ctl.self, ClusterCommand.self, Decap.self, Version.self]
     )
 }
 

@@ -427,7 +427,8 @@ final class NamespaceLab: @unchecked Sendable {
     }
 
     /// One server per backend (on the VIP at port 80 for DSR and tunnels, on its own address at 8080 for NAT).
-    func startBackends(bindVIP: Bool = false) throws {
+    /// With `bindAll` every backend listens on 0.0.0.0:80 (the VIP and its own address: health checks reach it).
+    func startBackends(bindVIP: Bool = false, bindAll: Bool = false) throws {
         try FileManager.default.createDirectory(at: workDirectory, withIntermediateDirectories: true)
         tempDirectories.append(workDirectory)
         let script = workDirectory.appendingPathComponent("server.py")
@@ -436,8 +437,8 @@ final class NamespaceLab: @unchecked Sendable {
         bigFileSHA256 = try writeRandomFile(big, count: 20 << 20, seed: 20)
         uploadFileSHA256 = try writeRandomFile(uploadFile, count: 5 << 20, seed: 5)
         for (name, realAddress, _) in backends {
-            let address = bindVIP ? "10.200.0.100" : realAddress
-            let port = bindVIP ? "80" : "8080"
+            let address = bindAll ? "0.0.0.0" : bindVIP ? "10.200.0.100" : realAddress
+            let port = bindVIP || bindAll ? "80" : "8080"
             let directory = workDirectory.appendingPathComponent(name)
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             try name.write(to: directory.appendingPathComponent("id"), atomically: true, encoding: .utf8)
@@ -454,7 +455,10 @@ final class NamespaceLab: @unchecked Sendable {
         }
         // Ready when each answers locally (bounded: 10 s per backend).
         for (name, realAddress, _) in backends {
-            let url = bindVIP ? "http://10.200.0.100:80/id" : "http://\(realAddress):8080/id"
+            let url =
+                bindAll
+                ? "http://\(realAddress):80/id"
+                : bindVIP ? "http://10.200.0.100:80/id" : "http://\(realAddress):8080/id"
             let deadline = Date().addingTimeInterval(10)
             var ready = false
             while !ready && Date() < deadline {

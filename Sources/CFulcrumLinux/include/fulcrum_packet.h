@@ -77,6 +77,18 @@ static inline int fulcrum_tun_open(const char *name, short flags, char *actual_n
     return fd;
 }
 
+/// Sets interface `name` up (IFF_UP, as `ip link set NAME up`) with `fd`, any socket of the namespace the
+/// interface is in; 0 or -errno.
+static inline int fulcrum_link_up(int fd, const char *name) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) return -errno;
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) return -errno;
+    return 0;
+}
+
 /// Binds an AF_PACKET socket to interface `ifindex` for `protocol_host_order` (ETH_P_ALL ...); 0 or -errno.
 static inline int fulcrum_packet_bind(int fd, int ifindex, uint16_t protocol_host_order) {
     struct sockaddr_ll sll;

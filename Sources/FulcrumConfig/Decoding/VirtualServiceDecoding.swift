@@ -4,6 +4,7 @@ import Yams
 extension VirtualServiceConfig {
     static let keys = [
         "name", "vip", "port", "protocol", "forwarding", "encapsulation", "interface", "pool", "snat", "vxlan",
+        "source_address",
     ]
 
     private struct Identity: Hashable {
@@ -71,6 +72,16 @@ extension VirtualServiceConfig {
                 map.reject("vxlan", "only valid with encapsulation vxlan")
             }
 
+            var sourceAddress: IPAddress?
+            if forwarding == .tunnel {
+                sourceAddress = map.value("source_address").flatMap {
+                    context.ipv4Address(
+                        $0, at: itemPath.key("source_address"), v6Message: "the tunnel's outer packets are IPv4")
+                }
+            } else if forwarding != nil {
+                map.reject("source_address", "only valid with forwarding tunnel")
+            }
+
             // DSR and tunnel hand the client's packet over unchanged: the backend sees the VIP's port.
             if let forwarding, forwarding != .nat, let port, let poolName, let pool = pools.pools[poolName],
                 let poolNode = map.value("pool"),
@@ -97,7 +108,8 @@ extension VirtualServiceConfig {
             services.append(
                 VirtualServiceConfig(
                     name: name, vip: vip, port: port, protocol: transport, forwarding: forwarding,
-                    encapsulation: encapsulation, interface: interface, pool: poolName, snat: snat, vxlan: vxlan))
+                    encapsulation: encapsulation, interface: interface, pool: poolName, snat: snat, vxlan: vxlan,
+                    sourceAddress: sourceAddress))
         }
         return services
     }
@@ -144,10 +156,34 @@ extension SNATConfig {
 
 extension VXLANConfig {
     static func decode(_ node: Node, at path: YAMLPath, context: DecodingContext) -> VXLANConfig? {
-        guard let map = context.mapping(node, at: path, keys: ["vni", "port"]) else { return nil }
+        guard let map = context.mapping(node, at: path, keys: ["vni", "port", "inner_mac"]) else { return nil }
         var vxlan = VXLANConfig()
         vxlan.vni = UInt32(map.int("vni", in: 1...16_777_215, default: 42))
         vxlan.port = map.port("port") ?? vxlan.port
+        if let macNode = map.value("inner_mac") {
+            if let text = context.string(macNode, at: path.key("inner_mac")) {
+                if let mac = parseMAC(text) {
+                    vxlan.innerMAC = mac
+                } else {
+                    context.report(
+                        path.key("inner_mac"), at: macNode,
+                        "expected a unicast MAC address such as 02:00:00:0a:a0:01, found '\(text)'")
+                }
+            }
+        }
         return vxlan
+    }
+
+    /// Six hex pairs separated by `:`; the group bit must be clear (the inner frame goes to one device).
+    static func parseMAC(_ text: String) -> [UInt8]? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 6 else { return nil }
+        var bytes: [UInt8] = []
+        for part in parts {
+            guard part.count == 2, let byte = UInt8(part, radix: 16) else { return nil }
+            bytes.append(byte)
+        }
+        guard bytes[0] & 1 == 0 else { return nil }
+        return bytes
     }
 }

@@ -38,11 +38,14 @@ public struct VirtualServiceConfig: Sendable, Equatable {
     public var snat: SNATConfig?
     /// VXLAN settings; set (defaults filled in) iff `encapsulation` is `.vxlan`.
     public var vxlan: VXLANConfig?
+    /// Tunnel only: the outer packets' source address (`source_address`); nil means the first IPv4 address of
+    /// `interface`, looked up when the service starts.
+    public var sourceAddress: IPAddress?
 
     public init(
         name: String? = nil, vip: IPAddress, port: UInt16, protocol: TransportProtocol = .tcp,
         forwarding: Forwarding, encapsulation: Encapsulation? = nil, interface: String? = nil, pool: String,
-        snat: SNATConfig? = nil, vxlan: VXLANConfig? = nil
+        snat: SNATConfig? = nil, vxlan: VXLANConfig? = nil, sourceAddress: IPAddress? = nil
     ) {
         self.name = name
         self.vip = vip
@@ -54,6 +57,7 @@ public struct VirtualServiceConfig: Sendable, Equatable {
         self.pool = pool
         self.snat = snat
         self.vxlan = vxlan
+        self.sourceAddress = sourceAddress
     }
 }
 
@@ -76,9 +80,16 @@ public struct VXLANConfig: Sendable, Equatable {
     public var vni: UInt32
     /// UDP destination port.
     public var port: UInt16
+    /// Destination MAC of the inner Ethernet frame (`inner_mac`): the MAC every backend gives its vxlan
+    /// device; the backend's kernel drops inner frames addressed to another MAC.
+    public var innerMAC: [UInt8]
 
-    public init(vni: UInt32 = 42, port: UInt16 = 4789) {
+    /// The default `inner_mac`, 02:00:00:0a:a0:01 (locally administered).
+    public static let defaultInnerMAC: [UInt8] = [0x02, 0x00, 0x00, 0x0a, 0xa0, 0x01]
+
+    public init(vni: UInt32 = 42, port: UInt16 = 4789, innerMAC: [UInt8] = VXLANConfig.defaultInnerMAC) {
         self.vni = vni
         self.port = port
+        self.innerMAC = innerMAC
     }
 }

@@ -1,3 +1,4 @@
+import CFulcrumLinux
 import FulcrumCore
 import Synchronization
 
@@ -21,6 +22,11 @@ public final class DSRVirtualService: Sendable {
         public var activeFlows = 0
         public var neighbors = 0
         public var sendFailures: UInt64 = 0
+        /// Frames waiting for a backend's MAC now; sent once it was learned; dropped (queue full, no answer
+        /// within 1 s). Each was also counted once as a `noNeighbor` drop when it arrived.
+        public var queuedForNeighbor = 0
+        public var releasedAfterARP: UInt64 = 0
+        public var neighborQueueDrops: UInt64 = 0
     }
 
     public let service: VirtualServiceAddress
@@ -31,6 +37,8 @@ public final class DSRVirtualService: Sendable {
     private let stopping = Atomic<Bool>(false)
     private let published = Mutex(Statistics())
     private let worker = Mutex<WorkerThread?>(nil)
+    /// HA mirroring: change feed, snapshots, mirrored flows to install.
+    public let mirror = FlowMirrorPort()
 
     public init(
         service: VirtualServiceAddress, pool: Pool, interface: String, networkNamespace: String? = nil,
@@ -70,9 +78,13 @@ public final class DSRVirtualService: Sendable {
             settings: FrameServiceSettings(
                 service: service, localMAC: socket.mac, flowCapacity: flowCapacity, timeouts: timeouts))
         var neighbors = NeighborTable()
+        let changeLog = FlowChangeLog()
+        forwarder.pinning.recordChanges(into: changeLog)
         var reader = PoolReader(pool)
         let batch = MessageBatch(count: 64, slotSize: VirtioNetHeader.length + 65536)
         var sendFailures: UInt64 = 0
+        var pending = NeighborQueue()
+        var releasedAfterARP: UInt64 = 0
         var lastProbe: UInt64 = 0
         socket.sendPlain(ARP.gratuitous(ip: service.vip, mac: socket.mac))
         var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
@@ -108,16 +120,44 @@ public final class DSRVirtualService: Sendable {
                     case .reply(let range):
                         for k in 0..<VirtioNetHeader.length { bytes.setU8(k, 0) }
                         batch.queueSend(slot: i, range: 0..<range.upperBound)
+                    case .drop(.noNeighbor):
+                        // Keep it (with its virtio_net_hdr) until the backend answers ARP; ask at the first one.
+                        let address = forwarder.unresolvedBackend
+                        let copy = Array(UnsafeRawBufferPointer(rebasing: bytes.raw[0..<length]))
+                        if pending.enqueue(copy, for: address, now: now) {
+                            socket.sendPlain(ARP.request(target: address, senderMAC: socket.mac))
+                        }
                     case .emitted, .drop:
                         break
                     }
                 }
                 sendFailures &+= UInt64(batch.flushSends(socket.fd))
             }
+            if pending.count > 0 {
+                for address in pending.addresses {
+                    guard let mac = neighbors.lookup(address) else { continue }
+                    for var frame in pending.release(address) {
+                        frame.withUnsafeMutableBytes { raw in
+                            let p = PacketBytes(raw)
+                            p.setMAC(VirtioNetHeader.length + Ethernet.destinationOffset, mac)
+                            p.setMAC(VirtioNetHeader.length + Ethernet.sourceOffset, socket.mac)
+                        }
+                        if frame.withUnsafeBytes({ send(socket.fd, $0.baseAddress, $0.count, 0) }) == frame.count {
+                            releasedAfterARP &+= 1
+                        } else {
+                            sendFailures &+= 1
+                        }
+                    }
+                }
+                pending.expire(now: now)
+            }
             forwarder.pinning.flows.sweep(now: now, limit: 256)
+            mirror.serve(forwarder.pinning, log: changeLog, snapshot: { reader.snapshot() }, now: now)
             let stats = Statistics(
                 forwarding: forwarder.counters, drops: forwarder.drops, flows: forwarder.pinning.flows.counters,
-                activeFlows: forwarder.pinning.flows.count, neighbors: neighbors.count, sendFailures: sendFailures)
+                activeFlows: forwarder.pinning.flows.count, neighbors: neighbors.count, sendFailures: sendFailures,
+                queuedForNeighbor: pending.count, releasedAfterARP: releasedAfterARP,
+                neighborQueueDrops: pending.dropped)
             published.withLock { $0 = stats }
         }
     }

@@ -1,3 +1,4 @@
+import CFulcrumLinux
 import Synchronization
 
 #if canImport(Glibc)
@@ -20,9 +21,14 @@ public final class IPIPDecapsulator: Sendable {
     private let published = Mutex(Statistics())
     private let worker = Mutex<WorkerThread?>(nil)
 
-    public init(tunName: String, networkNamespace: String? = nil) throws(PacketIOError) {
+    /// Opens the TUN device and the raw socket (in `networkNamespace` when given); with `setUp` the device is
+    /// also set up, which the kernel needs before it delivers what is written into it.
+    public init(tunName: String, networkNamespace: String? = nil, setUp: Bool = false) throws(PacketIOError) {
         let open = { @Sendable () throws(PacketIOError) -> (TUNDevice, RawIPSocket) in
-            (try TUNDevice(name: tunName), try RawIPSocket(protocol: 4))
+            let device = try TUNDevice(name: tunName)
+            let input = try RawIPSocket(protocol: 4)
+            if setUp { try device.setUp(using: input.fd) }
+            return (device, input)
         }
         if let networkNamespace {
             (device, input) = try NetworkNamespace.perform(path: networkNamespace, open)

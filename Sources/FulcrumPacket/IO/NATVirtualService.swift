@@ -1,3 +1,4 @@
+import CFulcrumLinux
 import FulcrumCore
 import Synchronization
 
@@ -30,20 +31,27 @@ public final class NATVirtualService: Sendable {
     private let published = Mutex(Statistics())
     private let worker = Mutex<WorkerThread?>(nil)
     private let batchSize: Int
+    /// HA mirroring: change feed, snapshots, mirrored flows to install.
+    public let mirror = FlowMirrorPort()
 
-    /// Opens the TUN device (in `networkNamespace`, a path like `/var/run/netns/NAME`, when given).
+    /// Opens the TUN device (in `networkNamespace`, a path like `/var/run/netns/NAME`, when given) and, with
+    /// `setUp`, sets it up; the routes into it stay the operator's (docs/packet-plane.md).
     public init(
-        settings: NATSettings, pool: Pool, tunName: String, networkNamespace: String? = nil, batchSize: Int = 64
+        settings: NATSettings, pool: Pool, tunName: String, networkNamespace: String? = nil, batchSize: Int = 64,
+        setUp: Bool = false
     ) throws(PacketIOError) {
         self.settings = settings
         self.pool = pool
         self.batchSize = max(1, batchSize)
+        let open = { @Sendable () throws(PacketIOError) -> TUNDevice in
+            let device = try TUNDevice(name: tunName)
+            if setUp { try device.setUp() }
+            return device
+        }
         if let networkNamespace {
-            device = try NetworkNamespace.perform(path: networkNamespace) { () throws(PacketIOError) in
-                try TUNDevice(name: tunName)
-            }
+            device = try NetworkNamespace.perform(path: networkNamespace, open)
         } else {
-            device = try TUNDevice(name: tunName)
+            device = try open()
         }
     }
 
@@ -67,6 +75,8 @@ public final class NATVirtualService: Sendable {
 
     private func run() {
         let nat = NATRewriter(settings: settings)
+        let changeLog = FlowChangeLog()
+        nat.recordChanges(into: changeLog)
         var reader = PoolReader(pool)
         let capacity = 65536 + 64
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
@@ -93,6 +103,7 @@ public final class NATVirtualService: Sendable {
                 batches &+= 1
             }
             nat.flows.sweep(now: now, limit: 256)
+            mirror.serve(nat, log: changeLog, snapshot: { reader.snapshot() }, now: now)
             let stats = Statistics(
                 forwarding: nat.counters, drops: nat.drops, flows: nat.flows.counters, activeFlows: nat.flows.count,
                 batches: batches)

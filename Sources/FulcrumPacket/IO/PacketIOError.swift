@@ -1,3 +1,5 @@
+import CFulcrumLinux
+
 #if canImport(Glibc)
 import Glibc
 #endif

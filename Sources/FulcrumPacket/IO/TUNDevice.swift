@@ -27,6 +27,22 @@ public final class TUNDevice: Sendable {
         self.name = String(decoding: actual.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Sets the interface up (`ip link set NAME up`), in the namespace the device was opened in: `socket` is
+    /// any socket of that namespace (the device's own fd does not take interface ioctls).
+    public func setUp(using socket: Int32) throws(PacketIOError) {
+        let rc = fulcrum_link_up(socket, name)
+        guard rc == 0 else { throw PacketIOError("set \(name) up", errno: -rc) }
+    }
+
+    /// Sets the interface up from the calling thread's network namespace (a throwaway UDP socket carries the
+    /// ioctl).
+    public func setUp() throws(PacketIOError) {
+        let socketFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard socketFD >= 0 else { throw PacketIOError("socket for set \(name) up", errno: errno) }
+        defer { close(socketFD) }
+        try setUp(using: socketFD)
+    }
+
     deinit {
         close(fd)
     }

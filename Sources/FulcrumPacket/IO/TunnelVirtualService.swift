@@ -1,3 +1,4 @@
+import CFulcrumLinux
 import FulcrumCore
 import Synchronization
 
@@ -29,6 +30,8 @@ public final class TunnelVirtualService: Sendable {
     private let stopping = Atomic<Bool>(false)
     private let published = Mutex(Statistics())
     private let worker = Mutex<WorkerThread?>(nil)
+    /// HA mirroring: change feed, snapshots, mirrored flows to install.
+    public let mirror = FlowMirrorPort()
 
     /// `settings.frame.localMAC` is replaced by the interface's MAC.
     public init(
@@ -66,6 +69,8 @@ public final class TunnelVirtualService: Sendable {
 
     private func run() {
         let forwarder = TunnelForwarder(settings: settings)
+        let changeLog = FlowChangeLog()
+        forwarder.pinning.recordChanges(into: changeLog)
         var reader = PoolReader(pool)
         // Headroom for the outer headers in front of the received frame (beyond its Ethernet header).
         let headroom = 64
@@ -105,6 +110,7 @@ public final class TunnelVirtualService: Sendable {
                 sendFailures &+= UInt64(batch.flushSends(socket.fd))
             }
             forwarder.pinning.flows.sweep(now: now, limit: 256)
+            mirror.serve(forwarder.pinning, log: changeLog, snapshot: { reader.snapshot() }, now: now)
             let stats = Statistics(
                 forwarding: forwarder.counters, drops: forwarder.drops, flows: forwarder.pinning.flows.counters,
                 activeFlows: forwarder.pinning.flows.count, sendFailures: sendFailures)

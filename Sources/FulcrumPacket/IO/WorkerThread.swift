@@ -1,3 +1,4 @@
+import CFulcrumLinux
 import Synchronization
 
 #if canImport(Glibc)
