@@ -1,4 +1,5 @@
 import Foundation
+import FulcrumCore
 
 /// A JSON document as the admin API reads and writes it. Objects keep their key order so answers read
 /// naturally (`address` first); parsing goes through `JSONDecoder`, so booleans and numbers stay distinct
@@ -50,7 +51,7 @@ public enum JSONValue: Sendable, Equatable {
         case .bool(let value): out += value ? "true" : "false"
         case .int(let value): out += String(value)
         case .double(let value): out += value.isFinite ? String(value) : "null"
-        case .string(let value): Self.writeString(value, to: &out)
+        case .string(let value): JSONString.append(value, to: &out)
         case .array(let values):
             out += "["
             for (index, value) in values.enumerated() {
@@ -62,7 +63,7 @@ public enum JSONValue: Sendable, Equatable {
             out += "{"
             for (index, (key, value)) in members.enumerated() {
                 if index > 0 { out += "," }
-                Self.writeString(key, to: &out)
+                JSONString.append(key, to: &out)
                 out += ":"
                 value.write(to: &out)
             }
@@ -70,26 +71,6 @@ public enum JSONValue: Sendable, Equatable {
         }
     }
 
-    private static func writeString(_ text: String, to out: inout String) {
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
-    }
 }
 
 extension JSONValue: Decodable {

@@ -107,27 +107,8 @@ public enum AccessLogFormatter {
         return String(repeating: "0", count: max(0, 4 - text.count)) + text
     }
 
-    /// A JSON string literal: quotes, backslashes and control characters escaped.
-    static func quoted(_ value: String) -> String {
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
+    /// A JSON string literal (one escaper for every JSON writer: `JSONString`).
+    static func quoted(_ value: String) -> String { JSONString.quoted(value) }
 
     /// Text-format fields: spaces, quotes, control characters and non-ASCII bytes become `%XX`, so a
     /// line always splits the same way whatever a client sent.
