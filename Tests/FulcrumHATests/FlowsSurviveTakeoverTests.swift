@@ -22,23 +22,29 @@ struct FlowsSurviveTakeoverTests {
     static let downloads = 20
     static let fileBytes = 8 << 20
 
-    static func config(lab: NamespaceLab, node: Int, keyFile: String) -> String {
-        """
-        admin: { listen: 127.0.0.1:9900 }
-        pools:
-          web: { algorithm: round-robin, backends: [\(lab.address(2)):80, \(lab.address(3)):80, \(lab.address(4)):80] }
-        virtual_services:
-          - { name: web, vip: \(dsrVIP), port: 80, pool: web, forwarding: dsr, interface: eth0 }
-        ha:
-          vrrp:
-            interface: eth0
-            virtual_router_id: 52
-            priority: \(node == 0 ? 200 : 100)
-            advert_interval: 100ms
-            vips: [\(gateway)/24]
-            preempt: false
-          mirror: { listen: \(lab.address(node)):7946, peers: [\(lab.address(1 - node)):7946], key_file: \(keyFile) }
-        """
+    static let snatAddress = "10.201.0.210"
+
+    static func config(lab: NamespaceLab, node: Int, keyFile: String, mode: String) -> String {
+        let forwarding =
+            mode == "nat"
+            ? "forwarding: nat, interface: fnat0, snat: { address: \(snatAddress) }"
+            : "forwarding: dsr, interface: eth0"
+        return """
+            admin: { listen: 127.0.0.1:9900 }
+            pools:
+              web: { algorithm: round-robin, backends: [\(lab.address(2)):80, \(lab.address(3)):80, \(lab.address(4)):80] }
+            virtual_services:
+              - { name: web, vip: \(dsrVIP), port: 80, pool: web, \(forwarding) }
+            ha:
+              vrrp:
+                interface: eth0
+                virtual_router_id: 52
+                priority: \(node == 0 ? 200 : 100)
+                advert_interval: 100ms
+                vips: [\(gateway)/24]
+                preempt: false
+              mirror: { listen: \(lab.address(node)):7946, peers: [\(lab.address(1 - node)):7946], key_file: \(keyFile) }
+            """
     }
 
     static func spawn(_ arguments: [String], log: URL?) throws -> Process {
@@ -66,13 +72,23 @@ struct FlowsSurviveTakeoverTests {
 
     @Test(
         "dsr: downloads through the pair complete byte-identical after the master crashes",
-        .enabled(
-            if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
-                && FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"),
-            "needs root, iproute2, curl and python3: SKIPPED LOUDLY"))
-    func dsr() async throws {
-        let lab = NamespaceLab(tag: "fs", nodeCount: 6)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-ha-flows-\(getpid())")
+        .enabled(if: canRunLab, "needs root, iproute2, curl and python3: SKIPPED LOUDLY"))
+    func dsr() async throws { try await survive(mode: "dsr") }
+
+    @Test(
+        "nat: downloads through the pair complete byte-identical after the master crashes",
+        .enabled(if: canRunLab, "needs root, iproute2, curl and python3: SKIPPED LOUDLY"))
+    func nat() async throws { try await survive(mode: "nat") }
+
+    static var canRunLab: Bool {
+        isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/curl")
+    }
+
+    private func survive(mode: String) async throws {
+        let lab = NamespaceLab(tag: mode == "nat" ? "fn" : "fs", nodeCount: 6)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "fulcrum-ha-flows-\(mode)-\(getpid())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var processes: [Process] = []
         func cleanUp() async {
@@ -83,7 +99,7 @@ struct FlowsSurviveTakeoverTests {
         }
         do {
             try await lab.setUp()
-            try await exercise(lab: lab, directory: directory) { processes.append($0) }
+            try await exercise(lab: lab, directory: directory, mode: mode) { processes.append($0) }
         } catch {
             let logs = (0...1).map {
                 (try? String(contentsOf: directory.appendingPathComponent("lb\($0).log"), encoding: .utf8)) ?? ""
@@ -94,20 +110,11 @@ struct FlowsSurviveTakeoverTests {
         await cleanUp()
     }
 
-    @Test(
-        "nat: flows survive a takeover",
-        .disabled(
-            """
-            SKIPPED: not written yet. NAT on a pair needs, on both nodes, the TUN routes for the VIP and the SNAT \
-            address and ip_forward=1, and clients and backends routing the VIP and SNAT address via the VRRP \
-            gateway address (docs/ha.md); the mirror side (SNAT port kept by installMirrored) is in place.
-            """))
-    func nat() {}
-
-    private func exercise(lab: NamespaceLab, directory: URL, started: (Process) -> Void) async throws {
-        // Balancers: no forwarding by the kernel (DSR), no reverse-path filter.
+    private func exercise(lab: NamespaceLab, directory: URL, mode: String, started: (Process) -> Void) async throws {
+        // Balancers: no forwarding by the kernel for DSR, forwarding into and out of the TUN device for NAT;
+        // no reverse-path filter.
         for node in 0...1 {
-            for setting in ["net.ipv4.ip_forward=0", "net.ipv4.conf.all.rp_filter=0"] {
+            for setting in ["net.ipv4.ip_forward=\(mode == "nat" ? 1 : 0)", "net.ipv4.conf.all.rp_filter=0"] {
                 try await lab.run("ip", "netns", "exec", lab.nodes[node], "sysctl", "-qw", setting)
             }
         }
@@ -118,8 +125,12 @@ struct FlowsSurviveTakeoverTests {
         let digest = String(digestLine.prefix(64))
         for node in 2...4 {
             let ns = lab.nodes[node]
-            try await lab.run("ip", "-n", ns, "addr", "add", "\(Self.dsrVIP)/32", "dev", "lo")
-            for interface in ["all", "eth0"] {
+            if mode == "nat" {
+                // NAT: replies to the SNAT address go to whichever node holds the VRRP address.
+                try await lab.run("ip", "-n", ns, "route", "add", "\(Self.snatAddress)/32", "via", Self.gateway)
+            }
+            if mode == "dsr" { try await lab.run("ip", "-n", ns, "addr", "add", "\(Self.dsrVIP)/32", "dev", "lo") }
+            for interface in ["all", "eth0"] where mode == "dsr" {
                 try await lab.run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.\(interface).arp_ignore=1")
                 try await lab.run(
                     "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.\(interface).arp_announce=2")
@@ -142,13 +153,25 @@ struct FlowsSurviveTakeoverTests {
         var balancers: [Process] = []
         for node in 0...1 {
             let configFile = directory.appendingPathComponent("lb\(node).yaml")
-            try Self.config(lab: lab, node: node, keyFile: keyFile.path).write(
+            try Self.config(lab: lab, node: node, keyFile: keyFile.path, mode: mode).write(
                 to: configFile, atomically: true, encoding: .utf8)
             let process = try Self.spawn(
                 ["netns", "exec", lab.nodes[node], Self.binary.path, "run", "--config", configFile.path],
                 log: directory.appendingPathComponent("lb\(node).log"))
             started(process)
             balancers.append(process)
+        }
+        if mode == "nat" {
+            // Both nodes route the VIP and the SNAT address into their TUN device (it exists once fulcrum runs).
+            for node in 0...1 {
+                #expect(
+                    try await eventually(within: .seconds(15)) {
+                        try await command(["ip", "-n", lab.nodes[node], "link", "show", "fnat0"]).status == 0
+                    })
+                for address in [Self.dsrVIP, Self.snatAddress] {
+                    try await lab.run("ip", "-n", lab.nodes[node], "route", "add", "\(address)/32", "dev", "fnat0")
+                }
+            }
         }
         #expect(try await eventually(within: .seconds(15)) { try await lab.holds(0, Self.gateway) })
         #expect(
@@ -200,7 +223,7 @@ struct FlowsSurviveTakeoverTests {
         }
         let share = Double(identical) / Double(Self.downloads) * 100
         print(
-            "Flows survive takeover (dsr, round-robin pool, SIGKILL + link down): \(identical)/\(Self.downloads) "
+            "Flows survive takeover (\(mode), round-robin pool, SIGKILL + link down): \(identical)/\(Self.downloads) "
                 + "downloads byte-identical (\(String(format: "%.1f", share)) %)")
         #expect(share >= 99)
     }
