@@ -160,6 +160,10 @@ struct FlowsSurviveTakeoverTests {
                 log: directory.appendingPathComponent("lb\(node).log"))
             started(process)
             balancers.append(process)
+            // lb0 first, until it is master: without preemption a late-starting lb0 would stay backup.
+            if node == 0 {
+                #expect(try await eventually(within: .seconds(15)) { try await lab.holds(0, Self.gateway) })
+            }
         }
         if mode == "nat" {
             // Both nodes route the VIP and the SNAT address into their TUN device (it exists once fulcrum runs).
