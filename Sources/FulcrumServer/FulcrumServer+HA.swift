@@ -2,6 +2,7 @@ import FulcrumAdmin
 import FulcrumConfig
 import FulcrumCore
 import FulcrumHA
+import FulcrumPacket
 import Glibc
 import Logging
 import Synchronization
@@ -23,8 +24,8 @@ final class HighAvailability: Sendable {
     let config: VRRPConfig
     /// Mirroring (`ha.mirror`): sends while this node is master, receives into `mirrored` otherwise.
     let mirror: MirrorService?
-    /// What the peer mirrored to us; the packet plane installs it on takeover (once it runs in the server).
-    let mirrored = MirroredFlowStore()
+    /// The packet plane's mirroring ports, which the mirror streams from (master) and installs into (standby).
+    let flows = PacketPlaneFlowMirror()
     private let watched = Mutex(Watched())
 
     private struct Watched {
@@ -56,11 +57,11 @@ final class HighAvailability: Sendable {
             }
             var mirrorLogger = logger
             mirrorLogger[metadataKey: "component"] = "mirror"
-            // No packet plane runs in the server yet, so the active has no flows to export; the proxy keeps no
-            // affinity table (consistent hashing recomputes the same backend on the peer, see docs/ha.md).
+            // The packet plane's flows are mirrored; the proxy keeps no affinity table (consistent hashing
+            // recomputes the same backend on the peer, see docs/ha.md).
             mirror = MirrorService(
                 settings: .init(listen: mirrorConfig.listen, peers: mirrorConfig.peers, key: key),
-                source: NoMirroredFlows(), sink: mirrored, logger: mirrorLogger,
+                source: flows, sink: flows, logger: mirrorLogger,
                 isActive: { vrrp.status.state == .master })
         } else {
             mirror = nil
@@ -131,7 +132,8 @@ final class HighAvailability: Sendable {
             ("accepted_total", c.received.accepted),
             ("unauthenticated_total", c.received.unauthenticated), ("malformed_total", c.received.malformed),
             ("replayed_total", c.received.replayed), ("snapshots_installed_total", c.received.snapshotsInstalled),
-            ("mirrored_flows", UInt64(mirrored.count)), ("outbox_dropped_total", c.outboxDropped),
+            ("mirrored_flows", c.mirroredFlows), ("resyncs_total", c.resyncs),
+            ("install_rejected_total", flows.rejected),
         ]
     }
 }
@@ -149,6 +151,7 @@ extension FulcrumServer {
     /// listeners that are configured but not bound.
     func updateHATracking(config: FulcrumConfig, pools: [String: Pool], unboundListeners: [String]) {
         guard let highAvailability else { return }
+        highAvailability.flows.setPorts(flowMirrors())
         let used = Set(config.listeners.map(\.pool) + config.virtualServices.map(\.pool))
         highAvailability.watch(pools: pools.filter { used.contains($0.key) }, unboundListeners: unboundListeners)
     }
@@ -175,6 +178,83 @@ extension FulcrumServer {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The mirror's view of the packet plane: every running virtual service's `FlowMirrorPort`, by
+/// `vip:port/protocol`. As the source (master) it drains their change feeds and takes their snapshots; as the
+/// sink (standby) it hands mirrored flows to the matching service's workers, which install them between
+/// batches — so on takeover the new master's workers already hold the entries. Flows of a service this node
+/// does not run are dropped (the receiver still keeps them, bounded, until the next snapshot).
+final class PacketPlaneFlowMirror: MirrorFlowSource, MirrorFlowSink {
+    private struct Ports {
+        var byService: [String: FlowMirrorPort] = [:]
+        var publishing = false
+    }
+    private let ports = Mutex(Ports())
+
+    /// The services now running (after each (re)load); a new port publishes if the others do.
+    func setPorts(_ list: [(virtualService: String, mirror: FlowMirrorPort)]) {
+        ports.withLock { ports in
+            ports.byService = Dictionary(list.map { ($0.virtualService, $0.mirror) }, uniquingKeysWith: { $1 })
+            for port in ports.byService.values { port.isEnabled = ports.publishing }
+        }
+    }
+
+    private var current: [String: FlowMirrorPort] { ports.withLock { $0.byService } }
+
+    /// Mirrored flows the workers refused (unknown backend, SNAT port taken, already present).
+    var rejected: UInt64 { current.values.reduce(0) { $0 + $1.rejected } }
+
+    func setPublishing(_ on: Bool) {
+        ports.withLock { ports in
+            ports.publishing = on
+            for port in ports.byService.values { port.isEnabled = on }
+        }
+    }
+
+    func snapshotFlows() -> [MirroredFlow] {
+        var out: [MirroredFlow] = []
+        for (service, port) in current.sorted(by: { $0.key < $1.key }) {
+            // A worker that does not answer (stopping) contributes nothing; its flows end with it.
+            for record in port.snapshotFlows() ?? [] { out.append(MirroredFlow(service: service, record: record)) }
+        }
+        return out
+    }
+
+    func drainChanges() -> MirrorFlowChanges {
+        var changes = MirrorFlowChanges()
+        for (service, port) in current.sorted(by: { $0.key < $1.key }) {
+            let drained = port.feed.drain()
+            changes.resyncNeeded = changes.resyncNeeded || drained.resyncNeeded
+            changes.upserts += drained.added.map { MirroredFlow(service: service, record: $0) }
+            changes.removals += drained.removed.map { MirroredFlowRemoval(service: service, key: $0) }
+        }
+        return changes
+    }
+
+    func apply(_ change: MirrorReceiver.Change) {
+        let ports = current
+        func remove(_ removals: [MirroredFlowRemoval]) {
+            for (service, group) in Dictionary(grouping: removals, by: \.service) {
+                ports[service]?.removeMirrored(group.map(\.key))
+            }
+        }
+        func install(_ flows: [MirroredFlow]) {
+            for (service, group) in Dictionary(grouping: flows, by: \.service) {
+                ports[service]?.installMirrored(group.map(\.record))
+            }
+        }
+        switch change {
+        case .replaced(let flows, let stale):
+            remove(stale)
+            install(flows)
+        case .updated(let upserts, let removals):
+            remove(removals)
+            install(upserts)
+        case .pending:
+            break
         }
     }
 }

@@ -193,7 +193,7 @@ struct HAPairProcessTests {
                 return status?["state"] as? String == "backup" && status?["master_address"] as? String == lab.address(0)
             })
         #expect(try await !lab.holds(1, Self.vip))
-        // Mirroring: the master connects to the backup and sends its (empty: no packet plane yet) snapshot.
+        // Mirroring: the master connects to the backup and sends its snapshot (empty: no virtual services here).
         #expect(
             try await eventually(within: .seconds(5)) {
                 let mirror = try await Self.haStatus(lab: lab, node: 1)?["mirror"] as? [String: Any]

@@ -9,13 +9,18 @@ import Testing
 private let key = MirrorKey(bytes: Array("0123456789abcdef-shared-secret".utf8))
 private let otherKey = MirrorKey(bytes: Array("not-the-shared-key-at-all-xxxxxx".utf8))
 
-private func flow(_ n: UInt16, backend: UInt8 = 1, snat: UInt16? = nil) -> MirroredFlow {
+private func flow(_ n: UInt16, backend: UInt8 = 1, snat: UInt16? = nil, age: UInt64 = 0) -> MirroredFlow {
     MirroredFlow(
-        service: "web",
-        key: FlowKey(
-            source: 0x0A00_0001, destination: 0xC000_020A, sourcePort: 40000 + n, destinationPort: 80, proto: 6),
-        backend: Endpoint(address: .v4(0x0A00_0100 | UInt32(backend)), port: 8080), state: .established,
-        snatPort: snat)
+        service: "192.0.2.10:80/tcp",
+        record: FlowRecord(
+            key: FlowKey(
+                source: 0x0A00_0001, destination: 0xC000_020A, sourcePort: 40000 + n, destinationPort: 80, proto: 6),
+            backend: Endpoint(address: .v4(0x0A00_0100 | UInt32(backend)), port: 8080), snatPort: snat,
+            state: .established, ageNanos: age))
+}
+
+private func removal(_ n: UInt16) -> MirroredFlowRemoval {
+    MirroredFlowRemoval(service: "192.0.2.10:80/tcp", key: flow(n).key)
 }
 
 private func message(_ sequence: UInt64, epoch: UInt64 = 1, _ body: MirrorBody) -> MirrorMessage {
@@ -26,9 +31,9 @@ private func message(_ sequence: UInt64, epoch: UInt64 = 1, _ body: MirrorBody) 
 struct MirrorFramingTests {
     @Test func roundTripsEveryKind() throws {
         let bodies: [MirrorBody] = [
-            .snapshot(flows: [flow(1), flow(2, snat: 20001)], last: false),
+            .snapshot(flows: [flow(1), flow(2, snat: 20001, age: 1_234_567_890_123)], last: false),
             .snapshot(flows: [], last: true),
-            .update(upserts: [flow(3, backend: 2)], removals: [MirroredFlowRemoval(service: "web", key: flow(1).key)]),
+            .update(upserts: [flow(3, backend: 2)], removals: [removal(1)]),
         ]
         for (i, body) in bodies.enumerated() {
             let original = message(UInt64(i + 1), body)
@@ -56,7 +61,7 @@ struct MirrorFramingTests {
         var receiver = MirrorReceiver(key: key)
         let first = message(5, .snapshot(flows: [flow(1)], last: true)).encode(key: key)
         let removal = message(
-            6, .update(upserts: [], removals: [MirroredFlowRemoval(service: "web", key: flow(1).key)])
+            6, .update(upserts: [], removals: [removal(1)])
         )
         .encode(key: key)
         #expect(receiver.receive(first) != nil)
@@ -80,7 +85,7 @@ struct MirrorFramingTests {
         #expect(throws: MirrorMessage.DecodeError.badMagic) { try MirrorMessage.frameLength(header: frame) }
         #expect(throws: MirrorMessage.DecodeError.truncated) { try MirrorMessage.frameLength(header: frame.prefix(10)) }
         var huge = MirrorWriter()
-        huge.bytes = MirrorMessage.magic + [1, 3, 0, 0] + [UInt8](repeating: 0, count: 24)
+        huge.bytes = MirrorMessage.magic + [MirrorMessage.version, 3, 0, 0] + [UInt8](repeating: 0, count: 24)
         huge.u32(UInt32(MirrorMessage.maxBodyLength + 1))
         #expect(throws: MirrorMessage.DecodeError.bodyTooLarge(MirrorMessage.maxBodyLength + 1)) {
             try MirrorMessage.frameLength(header: huge.bytes)
@@ -89,7 +94,7 @@ struct MirrorFramingTests {
         var body = MirrorWriter()
         body.u32(1_000_000)
         var forged = MirrorWriter()
-        forged.bytes = MirrorMessage.magic + [1, 3, 0, 0]
+        forged.bytes = MirrorMessage.magic + [MirrorMessage.version, 3, 0, 0]
         forged.u64(7)
         forged.u64(1)
         forged.u64(1)
@@ -118,41 +123,46 @@ struct MirrorFramingTests {
     }
 }
 
-@Suite("Mirror outbox")
-struct MirrorOutboxTests {
-    @Test func startsWithASnapshotThenBatchesCoalescedChanges() {
-        let outbox = MirrorOutbox(capacity: 8)
-        #expect(outbox.take(limit: 10) == .snapshot)
-        outbox.upsert(flow(1))
-        outbox.upsert(flow(2))
-        outbox.upsert(flow(1, backend: 3))  // coalesces with the first
-        outbox.remove(flow(2).id)
-        #expect(
-            outbox.take(limit: 10)
-                == .changes(
-                    upserts: [flow(1, backend: 3)], removals: [MirroredFlowRemoval(service: "web", key: flow(2).key)]))
-        #expect(outbox.take(limit: 10) == .changes(upserts: [], removals: []))
-    }
-
-    @Test func aFullOutboxDropsAndForcesASnapshot() {
-        let outbox = MirrorOutbox(capacity: 4)
-        _ = outbox.take(limit: 10)
-        for n in 0..<5 { outbox.upsert(flow(UInt16(n))) }
-        #expect(outbox.dropped == 1)
-        #expect(outbox.take(limit: 10) == .snapshot)
-    }
-}
-
-/// An in-memory flow table for both ends of the loopback test.
+/// An in-memory stand-in for the packet plane at both ends of the loopback test: a flow table, and a change
+/// feed that records only while publishing is on (as `FlowMirrorPort` does).
 private final class MemoryFlows: MirrorFlowSource, MirrorFlowSink {
     let flows = Mutex<[MirroredFlowID: MirroredFlow]>([:])
+    let feed = Mutex(MirrorFlowChanges())
+    let publishing = Atomic<Bool>(false)
 
-    func exportFlows() -> [MirroredFlow] { flows.withLock { Array($0.values) } }
+    func setPublishing(_ on: Bool) { publishing.store(on, ordering: .relaxed) }
+    func snapshotFlows() -> [MirroredFlow] {
+        feed.withLock { $0 = MirrorFlowChanges() }
+        return flows.withLock { Array($0.values) }
+    }
+    func drainChanges() -> MirrorFlowChanges {
+        feed.withLock { feed in
+            defer { feed = MirrorFlowChanges() }
+            return feed
+        }
+    }
+
+    /// A flow starts or ends on the active (nil: ends).
+    func change(_ id: MirroredFlowID, _ flow: MirroredFlow?) {
+        flows.withLock { $0[id] = flow }
+        guard publishing.load(ordering: .relaxed) else { return }
+        feed.withLock {
+            if let flow {
+                $0.upserts.append(flow)
+            } else {
+                $0.removals.append(MirroredFlowRemoval(service: id.service, key: id.key))
+            }
+        }
+    }
+
+    func forceResync() { feed.withLock { $0.resyncNeeded = true } }
 
     func apply(_ change: MirrorReceiver.Change) {
         flows.withLock { table in
             switch change {
-            case .replaced(let all): table = Dictionary(uniqueKeysWithValues: all.map { ($0.id, $0) })
+            case .replaced(let all, let stale):
+                for removal in stale { table[MirroredFlowID(service: removal.service, key: removal.key)] = nil }
+                for flow in all { table[flow.id] = flow }
             case .updated(let upserts, let removals):
                 for removal in removals { table[MirroredFlowID(service: removal.service, key: removal.key)] = nil }
                 for flow in upserts { table[flow.id] = flow }
@@ -195,19 +205,34 @@ struct MirrorLoopbackTests {
             let identical = standbyTable.flows.withLock { $0 } == activeTable.flows.withLock { $0 }
             #expect(identical)
 
-            // Updates: one flow moves, one ends, one starts.
-            active.outbox.upsert(flow(1, backend: 7))
-            active.outbox.remove(flow(2).id)
-            active.outbox.upsert(flow(5000))
+            // Updates: one flow ends and is replaced by one to another backend, one ends, one starts.
+            #expect(await eventually { activeTable.publishing.load(ordering: .relaxed) })
+            activeTable.change(flow(1).id, nil)
+            activeTable.change(flow(1).id, flow(1, backend: 7))
+            activeTable.change(flow(2).id, nil)
+            activeTable.change(flow(5000).id, flow(5000))
             #expect(
                 await eventually(within: .seconds(10)) {
                     standbyTable.flows.withLock {
-                        $0[flow(1).id]?.backend.port == 8080 && $0[flow(1).id]?.backend == flow(1, backend: 7).backend
+                        $0[flow(1).id]?.record.backend == flow(1, backend: 7).record.backend
                             && $0[flow(2).id] == nil && $0[flow(5000).id] != nil
                     }
                 })
             #expect(active.counters.snapshotsSent >= 1)
             #expect(standbyAllowing.counters.received.accepted >= 5)
+
+            // A feed that overflowed (changes lost) makes the active resend everything; a flow the standby
+            // missed arrives with it, and one the standby still holds but the active no longer has goes.
+            activeTable.flows.withLock {
+                $0[flow(3).id] = nil
+                $0[flow(6000).id] = flow(6000)
+            }
+            activeTable.forceResync()
+            #expect(
+                await eventually(within: .seconds(10)) {
+                    standbyTable.flows.withLock { $0[flow(3).id] == nil && $0[flow(6000).id] != nil }
+                })
+            #expect(active.counters.resyncs >= 1)
 
             // A second active with the wrong key reaches the same standby: nothing changes, drops are counted.
             let forger = MirrorService(
@@ -234,7 +259,7 @@ struct MirrorLoopbackTests {
     }
 }
 
-@Suite("Packet plane export and import")
+@Suite("Packet plane records over the mirror")
 struct PacketPlaneMirroringTests {
     static func pool(_ addresses: [String]) throws -> Pool {
         try Pool(
@@ -253,22 +278,21 @@ struct PacketPlaneMirroringTests {
             _ = try active.backend(for: key, tcpFlags: TCPFlags.syn, snapshot: activePool.snapshot(), now: 1)
             keys.append(key)
         }
-        let exported = PacketPlaneMirroring.export(active, service: "web")
+        let exported = active.flowRecords(now: 1).map { MirroredFlow(service: "web", record: $0) }
         #expect(exported.count == 500)
 
         // Over the wire and into the standby, whose pool meanwhile grew (Maglev would move ~1/3 of new picks).
         var receiver = MirrorReceiver(key: key)
         let frame = MirrorMessage(sender: 1, epoch: 1, sequence: 1, body: .snapshot(flows: exported, last: true))
             .encode(key: key)
-        guard case .replaced(let received) = receiver.receive(frame) else {
+        guard case .replaced(let received, _) = receiver.receive(frame) else {
             Issue.record("snapshot refused")
             return
         }
         let standbyPool = try Self.pool(["10.0.0.11", "10.0.0.12", "10.0.0.13"])
         let standby = BackendFlows(capacity: 4096, timeouts: FlowTimeouts())
-        #expect(
-            PacketPlaneMirroring.install(
-                received, service: "web", into: standby, snapshot: standbyPool.snapshot(), now: 2) == 500)
+        #expect(received.count == 500)
+        #expect(standby.installMirrored(received.map(\.record), snapshot: standbyPool.snapshot(), now: 2) == 0)
 
         var moved = 0
         var unmirroredWouldMove = 0
@@ -289,8 +313,7 @@ struct PacketPlaneMirroringTests {
         let connections = standbyPool.snapshot().members.map { $0.backend.stats.active }.reduce(0, +)
         #expect(connections >= 500)
 
-        PacketPlaneMirroring.remove(
-            [MirroredFlowRemoval(service: "web", key: keys[0])], service: "web", from: standby, now: 4)
+        standby.removeMirrored([keys[0]], now: 4)
         #expect(standby.flows.count == 499)
     }
 }

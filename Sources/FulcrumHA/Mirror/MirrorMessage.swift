@@ -1,24 +1,19 @@
 import FulcrumCore
 import FulcrumPacket
 
-/// One flow as the standby needs it to keep forwarding it after a takeover: which virtual service, the
-/// client-side 5-tuple, the backend it is pinned to, its TCP state and, for NAT, the SNAT port it uses.
+/// One mirrored flow on the wire: the packet plane's own `FlowRecord` (client 5-tuple, backend, NAT's SNAT port,
+/// TCP state, idle age) tagged with the virtual service it belongs to, so the standby finds the matching
+/// service. The service is named by `vip:port/protocol` (`FulcrumServer.flowMirrors()`), the same on both nodes.
 public struct MirroredFlow: Sendable, Hashable {
-    /// The virtual service's name (`virtual_services[].name`), so the standby finds the right table.
     public var service: String
-    public var key: FlowKey
-    public var backend: Endpoint
-    public var state: FlowState
-    /// NAT only: the source port towards the backend (the reply direction's key is built from it).
-    public var snatPort: UInt16?
+    public var record: FlowRecord
 
-    public init(service: String, key: FlowKey, backend: Endpoint, state: FlowState, snatPort: UInt16? = nil) {
+    public init(service: String, record: FlowRecord) {
         self.service = service
-        self.key = key
-        self.backend = backend
-        self.state = state
-        self.snatPort = snatPort
+        self.record = record
     }
+
+    public var key: FlowKey { record.key }
 }
 
 /// A flow that ended on the active (the standby forgets it).
@@ -33,7 +28,7 @@ public struct MirroredFlowRemoval: Sendable, Hashable {
 }
 
 /// What the active sends: a snapshot (in chunks, the last one marked) when a standby connects or after the
-/// outbox overflowed, then batched updates.
+/// packet plane's change feed overflowed, then batched updates.
 public enum MirrorBody: Sendable, Equatable {
     /// Part of a full snapshot; the standby replaces its table with the union of the parts once `last` arrives.
     case snapshot(flows: [MirroredFlow], last: Bool)
@@ -43,7 +38,7 @@ public enum MirrorBody: Sendable, Equatable {
 /// One mirror message on the wire. Framing (big-endian):
 ///
 /// ```
-/// "FMIR" | version 1 | kind (1 snapshot, 2 snapshot-last, 3 update) | reserved u16 | sender u64 |
+/// "FMIR" | version 2 | kind (1 snapshot, 2 snapshot-last, 3 update) | reserved u16 | sender u64 |
 /// epoch u64 | sequence u64 | body length u32 | body | HMAC-SHA256 (32 bytes) over everything before it
 /// ```
 /// `sender` names the node, `epoch` its run (the active picks a larger one each start), `sequence` counts
@@ -51,7 +46,7 @@ public enum MirrorBody: Sendable, Equatable {
 /// replayed message changes nothing.
 public struct MirrorMessage: Sendable, Equatable {
     public static let magic: [UInt8] = Array("FMIR".utf8)
-    public static let version: UInt8 = 1
+    public static let version: UInt8 = 2
     public static let headerLength = 4 + 1 + 1 + 2 + 8 + 8 + 8 + 4
     public static let macLength = 32
     /// A body larger than this is refused before it is read (bounded memory per peer).
@@ -204,15 +199,16 @@ struct MirrorWriter {
     }
     mutating func flow(_ f: MirroredFlow) {
         string(f.service)
-        key(f.key)
-        endpoint(f.backend)
-        u8(f.state.rawValue)
-        if let port = f.snatPort {
+        key(f.record.key)
+        endpoint(f.record.backend)
+        u8(f.record.state.rawValue)
+        if let port = f.record.snatPort {
             u8(1)
             u16(port)
         } else {
             u8(0)
         }
+        u64(f.record.ageNanos)
     }
 }
 
@@ -277,6 +273,9 @@ struct MirrorReader {
         case 1: snatPort = try u16()
         default: throw .badBody
         }
-        return MirroredFlow(service: service, key: key, backend: backend, state: state, snatPort: snatPort)
+        let age = try u64()
+        return MirroredFlow(
+            service: service,
+            record: FlowRecord(key: key, backend: backend, snatPort: snatPort, state: state, ageNanos: age))
     }
 }

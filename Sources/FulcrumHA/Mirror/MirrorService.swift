@@ -6,10 +6,30 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Where the active's flows come from: a full export for snapshots (the packet plane's flow tables).
-/// Called on the mirror's sender thread; the implementation makes the export safe against its workers.
+/// Where the active's flows come from: the packet plane's mirroring hook (`FlowMirrorPort` per virtual
+/// service: a bounded change feed the workers fill, and a snapshot they take between batches). Called on the
+/// mirror's sender thread only.
 public protocol MirrorFlowSource: Sendable {
-    func exportFlows() -> [MirroredFlow]
+    /// Turns the workers' change feeds on (this node is master and has a peer) or off (nobody drains them).
+    func setPublishing(_ on: Bool)
+    /// Every live flow; the feeds' pending changes are superseded by it.
+    func snapshotFlows() -> [MirroredFlow]
+    /// The changes published since the last drain; `resyncNeeded` when a feed overflowed and dropped some
+    /// (the sender then takes a snapshot instead).
+    func drainChanges() -> MirrorFlowChanges
+}
+
+/// Flow changes drained from the packet plane's feeds, tagged with their virtual service.
+public struct MirrorFlowChanges: Sendable, Equatable {
+    public var upserts: [MirroredFlow]
+    public var removals: [MirroredFlowRemoval]
+    public var resyncNeeded: Bool
+
+    public init(upserts: [MirroredFlow] = [], removals: [MirroredFlowRemoval] = [], resyncNeeded: Bool = false) {
+        self.upserts = upserts
+        self.removals = removals
+        self.resyncNeeded = resyncNeeded
+    }
 }
 
 /// Where the standby's accepted changes go: the packet plane installs them in its flow tables, so that
@@ -21,8 +41,8 @@ public protocol MirrorFlowSink: Sendable {
 /// Mirroring over TCP: while `isActive` (the VRRP master), streams a snapshot and then batched updates to
 /// every peer; always accepts connections from the peers and applies what they send to `sink`.
 ///
-/// Two threads, blocking sockets with timeouts: the data path only ever touches `MirrorOutbox` (which never
-/// waits), so a slow or dead standby costs the active nothing but a resnapshot later. Connections from an
+/// Two threads, blocking sockets with timeouts: the data path only ever touches the packet plane's bounded
+/// change feeds (which never wait), so a slow or dead standby costs the active nothing but a resnapshot later. Connections from an
 /// address that is not a configured peer are closed and counted; messages that fail the MAC or replay
 /// check are dropped and counted (`MirrorReceiver`).
 public final class MirrorService: Service, Sendable {
@@ -67,11 +87,11 @@ public final class MirrorService: Service, Sendable {
         public var badFrames: UInt64 = 0
         public var received = MirrorReceiver.Counters()
         public var mirroredFlows: UInt64 = 0
-        public var outboxDropped: UInt64 = 0
+        /// Snapshots sent because a change feed overflowed (changes were dropped, the standby resynchronised).
+        public var resyncs: UInt64 = 0
     }
 
     public let settings: Settings
-    public let outbox: MirrorOutbox
     private let source: any MirrorFlowSource
     private let sink: any MirrorFlowSink
     private let isActive: @Sendable () -> Bool
@@ -87,22 +107,16 @@ public final class MirrorService: Service, Sendable {
 
     public init(
         settings: Settings, source: any MirrorFlowSource, sink: any MirrorFlowSink,
-        outbox: MirrorOutbox = MirrorOutbox(),
         logger: Logger = Logger(label: "fulcrum.ha.mirror"), isActive: @escaping @Sendable () -> Bool
     ) {
         self.settings = settings
         self.source = source
         self.sink = sink
-        self.outbox = outbox
         self.isActive = isActive
         self.logger = logger
     }
 
-    public var counters: Counters {
-        var counters = state.withLock { $0.counters }
-        counters.outboxDropped = outbox.dropped
-        return counters
-    }
+    public var counters: Counters { state.withLock { $0.counters } }
 
     /// The port the listener is bound to once running (the settings may say 0).
     public var boundPort: Int? { state.withLock { $0.boundPort } }
@@ -184,44 +198,74 @@ public final class MirrorService: Service, Sendable {
             }
         }
 
+        func sendSnapshot() {
+            let flows = source.snapshotFlows()
+            var start = 0
+            repeat {
+                let end = min(flows.count, start + settings.batchLimit)
+                send(.snapshot(flows: Array(flows[start..<end]), last: end == flows.count))
+                start = end
+            } while start < flows.count
+            count {
+                $0.snapshotsSent += 1
+                $0.flowsSent += UInt64(flows.count)
+            }
+        }
+
+        var publishing = false
+        defer { source.setPublishing(false) }
         while !stopped {
             if isActive() {
                 let now = monotonicNanos()
+                var connected = false
                 for (index, peer) in settings.peers.enumerated() where connections[index] == nil {
                     guard nextAttempt[index].map({ now >= $0 }) ?? true else { continue }
                     if let fd = Self.connect(to: peer, timeoutMillis: 500) {
                         connections[index] = fd
-                        outbox.requestSnapshot()
+                        connected = true
                         logger.info("mirror peer connected", metadata: ["peer": "\(peer)"])
                     } else {
                         nextAttempt[index] = now + Self.nanos(settings.reconnectInterval)
                     }
                 }
-                if !connections.isEmpty {
-                    switch outbox.take(limit: settings.batchLimit) {
-                    case .snapshot:
-                        let flows = source.exportFlows()
-                        var start = 0
-                        repeat {
-                            let end = min(flows.count, start + settings.batchLimit)
-                            send(.snapshot(flows: Array(flows[start..<end]), last: end == flows.count))
-                            start = end
-                        } while start < flows.count
-                        count {
-                            $0.snapshotsSent += 1
-                            $0.flowsSent += UInt64(flows.count)
-                        }
-                    case .changes(let upserts, let removals):
-                        if !upserts.isEmpty || !removals.isEmpty {
-                            send(.update(upserts: upserts, removals: removals))
-                            count { $0.flowsSent += UInt64(upserts.count + removals.count) }
+                if connections.isEmpty {
+                    if publishing {
+                        source.setPublishing(false)
+                        publishing = false
+                    }
+                } else {
+                    // Publishing starts before the snapshot, so no change falls between the two.
+                    if !publishing {
+                        source.setPublishing(true)
+                        publishing = true
+                    }
+                    let changes = source.drainChanges()
+                    if connected || changes.resyncNeeded {
+                        if changes.resyncNeeded && !connected { count { $0.resyncs += 1 } }
+                        sendSnapshot()
+                    } else {
+                        var upserts = changes.upserts[...]
+                        var removals = changes.removals[...]
+                        while !upserts.isEmpty || !removals.isEmpty {
+                            let u = upserts.prefix(settings.batchLimit)
+                            let r = removals.prefix(max(0, settings.batchLimit - u.count))
+                            upserts = upserts.dropFirst(u.count)
+                            removals = removals.dropFirst(r.count)
+                            send(.update(upserts: Array(u), removals: Array(r)))
+                            count { $0.flowsSent += UInt64(u.count + r.count) }
                         }
                     }
                 }
-            } else if !connections.isEmpty {
-                for fd in connections.values { close(fd) }
-                connections = [:]
-                count { $0.connectedPeers = 0 }
+            } else {
+                if publishing {
+                    source.setPublishing(false)
+                    publishing = false
+                }
+                if !connections.isEmpty {
+                    for fd in connections.values { close(fd) }
+                    connections = [:]
+                    count { $0.connectedPeers = 0 }
+                }
             }
             var fds = [pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
             _ = poll(&fds, 1, intervalMillis)

@@ -36,7 +36,8 @@ public struct MirrorReceiver: Sendable {
 
     /// What an accepted message changed, for the sink that installs entries into the packet plane.
     public enum Change: Sendable, Equatable {
-        case replaced([MirroredFlow])
+        /// A whole snapshot arrived: install `flows`, and remove `stale` (mirrored before, absent from it).
+        case replaced([MirroredFlow], stale: [MirroredFlowRemoval])
         case updated(upserts: [MirroredFlow], removals: [MirroredFlowRemoval])
         /// A snapshot part was stored; nothing changes until the last part.
         case pending
@@ -85,9 +86,12 @@ public struct MirrorReceiver: Sendable {
                 return .pending
             }
             pendingSnapshot = nil
+            let stale = table.keys.filter { parts[$0] == nil }.map {
+                MirroredFlowRemoval(service: $0.service, key: $0.key)
+            }
             table = parts
             counters.snapshotsInstalled += 1
-            return .replaced(Array(parts.values))
+            return .replaced(Array(parts.values), stale: stale)
         case .update(let upserts, let removals):
             for removal in removals { table[MirroredFlowID(service: removal.service, key: removal.key)] = nil }
             var applied: [MirroredFlow] = []
@@ -100,92 +104,6 @@ public struct MirrorReceiver: Sendable {
                 applied.append(flow)
             }
             return .updated(upserts: applied, removals: removals)
-        }
-    }
-}
-
-/// The active's bounded queue of flow changes, filled by the packet plane and drained by the mirror's sender.
-///
-/// `record` never waits: it takes the lock only if it is free, and when the lock is busy or the queue is full
-/// the change is dropped and the next send is a full snapshot instead (the standby then converges anyway).
-/// Changes to the same flow coalesce, so a busy flow costs one entry per batch.
-public final class MirrorOutbox: Sendable {
-    private struct Queue {
-        var order: [MirroredFlowID] = []
-        var pending: [MirroredFlowID: MirroredFlow?] = [:]
-        var needsSnapshot = true
-        var dropped: UInt64 = 0
-    }
-
-    public let capacity: Int
-    private let queue = Mutex(Queue())
-
-    public init(capacity: Int = 65536) {
-        self.capacity = capacity
-    }
-
-    /// A flow was created or changed state (nil `flow` with an `id`: it ended).
-    public func record(_ id: MirroredFlowID, _ flow: MirroredFlow?) {
-        let recorded = queue.withLockIfAvailable { queue -> Bool in
-            if queue.pending[id] == nil {
-                guard queue.order.count < capacity else {
-                    // Full: forget the queue and resend everything; the oldest changes are the ones lost.
-                    queue.order.removeAll(keepingCapacity: true)
-                    queue.pending.removeAll(keepingCapacity: true)
-                    queue.needsSnapshot = true
-                    queue.dropped += 1
-                    return true
-                }
-                queue.order.append(id)
-            }
-            queue.pending[id] = .some(flow)
-            return true
-        }
-        if recorded == nil {
-            queue.withLock {
-                $0.needsSnapshot = true
-                $0.dropped += 1
-            }
-        }
-    }
-
-    public func upsert(_ flow: MirroredFlow) { record(flow.id, flow) }
-    public func remove(_ id: MirroredFlowID) { record(id, nil) }
-
-    /// Asks for a full snapshot on the next send (a standby connected).
-    public func requestSnapshot() { queue.withLock { $0.needsSnapshot = true } }
-
-    /// Changes dropped because the queue was full or busy.
-    public var dropped: UInt64 { queue.withLock { $0.dropped } }
-
-    /// What the sender should send next: a snapshot, or up to `limit` changes in arrival order.
-    public enum Next: Sendable, Equatable {
-        case snapshot
-        case changes(upserts: [MirroredFlow], removals: [MirroredFlowRemoval])
-    }
-
-    public func take(limit: Int) -> Next {
-        queue.withLock { queue in
-            if queue.needsSnapshot {
-                queue.needsSnapshot = false
-                queue.order.removeAll(keepingCapacity: true)
-                queue.pending.removeAll(keepingCapacity: true)
-                return .snapshot
-            }
-            var upserts: [MirroredFlow] = []
-            var removals: [MirroredFlowRemoval] = []
-            let taken = queue.order.prefix(limit)
-            for id in taken {
-                if let change = queue.pending.removeValue(forKey: id) {
-                    if let flow = change {
-                        upserts.append(flow)
-                    } else {
-                        removals.append(MirroredFlowRemoval(service: id.service, key: id.key))
-                    }
-                }
-            }
-            queue.order.removeFirst(taken.count)
-            return .changes(upserts: upserts, removals: removals)
         }
     }
 }
