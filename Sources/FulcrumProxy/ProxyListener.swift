@@ -38,7 +38,9 @@ public final class ProxyListener: Sendable {
                         ChannelOptions.Types.SocketOption(
                             level: .socket, name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1
                     )
-                    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                    // No child TCP_NODELAY option: NIO sets it on the listening socket and Linux copies it to
+                    // every accepted one, which saves a setsockopt per connection. (`.socketOption(.tcp_nodelay)`,
+                    // used here before, is SOL_SOCKET level: it set SO_DEBUG, whose number TCP_NODELAY shares.)
                     .childChannelOption(.allowRemoteHalfClosure, value: true)
                     .childChannelInitializer { channel in
                         context.connections.track(channel)

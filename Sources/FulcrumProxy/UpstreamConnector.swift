@@ -71,7 +71,7 @@ public struct UpstreamConnector: Sendable {
         }
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // TCP_NODELAY: ClientBootstrap sets it by default (`.socketOption(.tcp_nodelay)` would set SO_DEBUG).
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer(initializer)
             .connect(to: address)

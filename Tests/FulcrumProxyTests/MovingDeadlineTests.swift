@@ -49,4 +49,45 @@ struct MovingDeadlineTests {
         loop.advanceTime(by: .seconds(10))
         #expect(counter.fired == 1)
     }
+
+    @Test("deadlines of one loop share its scheduler: each fires at its own time, cancel unregisters")
+    func shared() {
+        let loop = EmbeddedEventLoop()
+        let counters = (0..<3).map { _ in Counter() }
+        let deadlines = counters.map { counter in MovingDeadline(eventLoop: loop) { counter.fired += 1 } }
+        let scheduler = DeadlineScheduler.current(on: loop)
+        let registered = scheduler.count
+        deadlines[0].set(in: .seconds(3))
+        deadlines[1].set(in: .seconds(1))
+        deadlines[2].set(in: .seconds(2))
+        #expect(scheduler.count == registered + 3)
+        loop.advanceTime(by: .seconds(1))
+        #expect(counters.map(\.fired) == [0, 1, 0])
+        loop.advanceTime(by: .seconds(1))
+        #expect(counters.map(\.fired) == [0, 1, 1])
+        deadlines[0].cancel()
+        #expect(scheduler.count == registered + 2)
+        loop.advanceTime(by: .seconds(5))
+        #expect(counters.map(\.fired) == [0, 1, 1])
+        deadlines[1].cancel()
+        deadlines[2].cancel()
+        #expect(scheduler.count == registered)
+    }
+
+    @Test("an action that cancels another due deadline keeps it from firing")
+    func actionCancelsAnother() {
+        let loop = EmbeddedEventLoop()
+        let counter = Counter()
+        var second: MovingDeadline?
+        let first = MovingDeadline(eventLoop: loop) {
+            counter.fired += 1
+            second?.cancel()
+        }
+        second = MovingDeadline(eventLoop: loop) { counter.fired += 10 }
+        first.set(in: .seconds(1))
+        second?.set(in: .seconds(1))
+        loop.advanceTime(by: .seconds(2))
+        #expect(counter.fired == 1)
+        first.cancel()
+    }
 }

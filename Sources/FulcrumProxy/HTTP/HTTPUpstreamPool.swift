@@ -84,7 +84,7 @@ final class HTTPUpstreamPool {
         let pool = NIOLoopBound(self, eventLoop: eventLoop)
         ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // TCP_NODELAY: ClientBootstrap sets it by default (`.socketOption(.tcp_nodelay)` would set SO_DEBUG).
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
