@@ -77,6 +77,17 @@ public enum Offload {
         p.setU16(field, c)
     }
 
+    /// Sets the TCP/UDP checksum field of a packet with a partial checksum (`VirtioNetHeader.needsChecksum`)
+    /// to the pseudo-header sum of its current addresses and length, as Linux's `tcp_v4_check` leaves it
+    /// for the device to finish. Called after NAT changed addresses and ports: ports are covered by the
+    /// final checksum (computed later over the segment), so only the pseudo-header part is ours to fix.
+    public static func refreshPseudoHeaderChecksum(_ p: PacketBytes, ip: IPv4Info, transport: TransportInfo) {
+        guard ip.proto == IPProtocolNumber.tcp || ip.proto == IPProtocolNumber.udp else { return }
+        let pseudo = Checksum.pseudoHeader(
+            source: ip.source, destination: ip.destination, protocol: ip.proto, length: ip.payloadLength)
+        p.setU16(transport.checksumOffset, UInt16(truncatingIfNeeded: Checksum.fold(pseudo)))
+    }
+
     /// Splits a TCP/IPv4 super-packet (`ip`, `tcp` parsed from `p`) into segments of at most `mss` payload
     /// bytes, as Linux's `tcp_gso_segment` does: consecutive IP ids, advancing sequence numbers, FIN and PSH
     /// only on the last segment, CWR only on the first, full IP and TCP checksums.

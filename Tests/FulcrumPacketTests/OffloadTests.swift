@@ -33,6 +33,31 @@ import Testing
         #expect(TestPackets.checksumsValid(frame, at: 14))
     }
 
+    /// NAT on a TUN with offloads: after rewriting addresses and ports of a partial-checksum packet, the field
+    /// must hold the new pseudo-header sum, or the checksum finished later (by a device or `Offload`) is wrong.
+    @Test(arguments: [false, true])
+    func refreshesPseudoHeaderAfterRewrite(refresh: Bool) throws {
+        var frame = partialFrame(payload: Array("rewritten partial checksum".utf8))
+        var packet = Array(frame[14...])
+        let header = VirtioNetHeader(flags: 1, checksumStart: 20, checksumOffset: 16)
+        try packet.withPacket { p throws(DropReason) in
+            let ip = try IPv4Header.parse(p, at: 0, limit: p.count)
+            let tcp = try TransportHeader.parse(p, ip: ip)
+            TransportHeader.rewrite(
+                p, ip: ip, transport: tcp, source: 0x0A01_0203, destination: 0xC0A8_0A0B, sourcePort: 61000,
+                destinationPort: 8080)
+            if refresh {
+                let rewritten = try IPv4Header.parse(p, at: 0, limit: p.count)
+                Offload.refreshPseudoHeaderChecksum(
+                    p, ip: rewritten, transport: try TransportHeader.parse(p, ip: rewritten))
+            }
+            try Offload.finishPartialChecksum(p, frameStart: 0, end: p.count, header: header)
+        }
+        #expect(TestPackets.checksumsValid(packet) == refresh)
+        frame = packet
+        #expect(frame[12...15] == [10, 1, 2, 3])
+    }
+
     @Test func rejectsPartialChecksumBeyondTheFrame() {
         var frame = partialFrame(payload: [1, 2, 3])
         for header in [

@@ -22,6 +22,9 @@ static const short fulcrum_IFF_TUN = IFF_TUN;
 static const short fulcrum_IFF_TAP = IFF_TAP;
 static const short fulcrum_IFF_NO_PI = IFF_NO_PI;
 static const short fulcrum_IFF_VNET_HDR = IFF_VNET_HDR;
+static const unsigned int fulcrum_TUN_F_CSUM = TUN_F_CSUM;
+static const unsigned int fulcrum_TUN_F_TSO4 = TUN_F_TSO4;
+static const unsigned int fulcrum_TUN_F_TSO_ECN = TUN_F_TSO_ECN;
 static const uint16_t fulcrum_ETH_P_ALL = ETH_P_ALL;
 static const uint16_t fulcrum_ETH_P_IP = ETH_P_IP;
 static const uint16_t fulcrum_ETH_P_ARP = ETH_P_ARP;
@@ -117,4 +120,10 @@ static inline int fulcrum_packet_fanout(int fd, uint16_t group_id, uint16_t mode
     int arg = (int)group_id | ((int)mode << 16);
     if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) < 0) return -errno;
     return 0;
+}
+
+/// TUNSETOFFLOAD: which offloads (TUN_F_CSUM, TUN_F_TSO4 ...) the reader of a TUN opened with IFF_VNET_HDR
+/// accepts, so the kernel hands it GSO super-frames and partial checksums. Returns 0 or -errno.
+static inline int fulcrum_tun_set_offload(int fd, unsigned int offloads) {
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) < 0 ? -errno : 0;
 }

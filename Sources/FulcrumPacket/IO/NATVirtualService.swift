@@ -35,16 +35,18 @@ public final class NATVirtualService: Sendable {
     public let mirror = FlowMirrorPort()
 
     /// Opens the TUN device (in `networkNamespace`, a path like `/var/run/netns/NAME`, when given) and, with
-    /// `setUp`, sets it up; the routes into it stay the operator's (docs/packet-plane.md).
+    /// `setUp`, sets it up; the routes into it stay the operator's (docs/packet-plane.md). With `offloads`
+    /// (the default) the device carries GSO super-frames with a `VirtioNetHeader`: one header rewrite and one
+    /// read/write per up to 64 KB, the kernel segmenting (or not, on to a veth) after the balancer.
     public init(
         settings: NATSettings, pool: Pool, tunName: String, networkNamespace: String? = nil, batchSize: Int = 64,
-        setUp: Bool = false
+        setUp: Bool = false, offloads: Bool = true
     ) throws(PacketIOError) {
         self.settings = settings
         self.pool = pool
         self.batchSize = max(1, batchSize)
         let open = { @Sendable () throws(PacketIOError) -> TUNDevice in
-            let device = try TUNDevice(name: tunName)
+            let device = try TUNDevice(name: tunName, offloads: offloads)
             if setUp { try device.setUp() }
             return device
         }
@@ -78,7 +80,9 @@ public final class NATVirtualService: Sendable {
         let changeLog = FlowChangeLog()
         nat.recordChanges(into: changeLog)
         var reader = PoolReader(pool)
-        let capacity = 65536 + 64
+        // With offloads every packet is preceded by a virtio_net_hdr; IPv4 packets are at most 65535 bytes.
+        let headerLength = device.offloads ? VirtioNetHeader.length : 0
+        let capacity = headerLength + 65536 + 64
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
         defer { buffer.deallocate() }
         let bytes = PacketBytes(buffer)
@@ -92,13 +96,19 @@ public final class NATVirtualService: Sendable {
                 let snapshot = reader.snapshot()
                 for _ in 0..<batchSize {
                     let n = read(device.fd, buffer.baseAddress, capacity)
-                    if n <= 0 { break }  // EAGAIN: the batch is over; errors end it too and poll again
-                    if case .forward(let range) = nat.process(
-                        bytes, start: 0, length: n, snapshot: snapshot, now: now)
-                    {
-                        // A failed write (ENOBUFS, the device going down) loses this packet, as a full NIC queue would.
-                        _ = write(device.fd, buffer.baseAddress! + range.lowerBound, range.count)
+                    if n <= headerLength { break }  // EAGAIN: the batch is over; errors end it too and poll again
+                    guard
+                        case .forward(let range) = nat.process(
+                            bytes, start: headerLength, length: n - headerLength, snapshot: snapshot, now: now),
+                        range.lowerBound == headerLength
+                    else { continue }
+                    if headerLength > 0 {
+                        // The kernel's header stays valid (same offsets, same GSO size); only a partial
+                        // checksum's pseudo-header part must follow the new addresses.
+                        fixPartialChecksum(bytes, packetLength: range.count)
                     }
+                    // A failed write (ENOBUFS, the device going down) loses this packet, as a full NIC queue would.
+                    _ = write(device.fd, buffer.baseAddress!, range.upperBound)
                 }
                 batches &+= 1
             }
@@ -109,5 +119,17 @@ public final class NATVirtualService: Sendable {
                 batches: batches)
             published.withLock { $0 = stats }
         }
+    }
+
+    /// After a rewrite: when the virtio_net_hdr at 0 says the checksum is partial, set the L4 checksum
+    /// field to the pseudo-header sum of the rewritten addresses (`Offload.refreshPseudoHeaderChecksum`).
+    private func fixPartialChecksum(_ bytes: PacketBytes, packetLength: Int) {
+        let start = VirtioNetHeader.length
+        guard let header = try? VirtioNetHeader(bytes, at: 0),
+            header.flags & VirtioNetHeader.needsChecksum != 0,
+            let ip = try? IPv4Header.parse(bytes, at: start, limit: start + packetLength),
+            let transport = try? TransportHeader.parse(bytes, ip: ip)
+        else { return }
+        Offload.refreshPseudoHeaderChecksum(bytes, ip: ip, transport: transport)
     }
 }

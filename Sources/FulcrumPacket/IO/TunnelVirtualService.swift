@@ -8,7 +8,8 @@ import Glibc
 
 /// A running `tunnel` virtual service (IPIP or VXLAN): one worker on an AF_PACKET socket (virtio_net_hdr)
 /// doing poll → `recvmmsg` batch → finish checksums / split GSO → encapsulate in place (`TunnelForwarder`) →
-/// send each outer packet through a raw IPv4 socket (the kernel routes it to the backend). It answers ARP
+/// send the outer packets through a raw IPv4 socket, batched with `sendmmsg` (the kernel routes them to the
+/// backend). It answers ARP
 /// for the VIP and announces it at start, like DSR, so clients on the segment send it the VIP's traffic.
 ///
 /// Backends decapsulate (VXLAN device or the ipip module, or `IPIPDecapsulator` where the module is missing)
@@ -77,6 +78,7 @@ public final class TunnelVirtualService: Sendable {
         let batch = MessageBatch(count: 64, slotSize: headroom + VirtioNetHeader.length + 65536, headroom: headroom)
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 128 + 65536, alignment: 64)
         defer { scratch.deallocate() }
+        let outgoing = RawSendBatch()
         var sendFailures: UInt64 = 0
         socket.sendPlain(ARP.gratuitous(ip: settings.frame.service.vip, mac: socket.mac))
         var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
@@ -98,15 +100,15 @@ public final class TunnelVirtualService: Sendable {
                         snapshot: snapshot, now: now, scratch: PacketBytes(scratch)
                     ) { buffer, range in
                         let packet = UnsafeRawBufferPointer(rebasing: buffer.raw[range])
-                        if !output.send(packet, to: buffer.u32(range.lowerBound + IPv4Header.destinationOffset)) {
-                            sendFailures &+= 1
-                        }
+                        let destination = buffer.u32(range.lowerBound + IPv4Header.destinationOffset)
+                        sendFailures &+= UInt64(outgoing.queue(packet, to: destination, on: output))
                     }
                     if case .reply(let range) = verdict {
                         for k in headroom..<frameStart { bytes.setU8(k, 0) }
                         batch.queueSend(slot: i, range: headroom..<range.upperBound)
                     }
                 }
+                sendFailures &+= UInt64(outgoing.flush(output))
                 sendFailures &+= UInt64(batch.flushSends(socket.fd))
             }
             forwarder.pinning.flows.sweep(now: now, limit: 256)
