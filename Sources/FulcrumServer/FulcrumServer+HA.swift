@@ -22,11 +22,15 @@ public struct HAConfigurationError: Error, CustomStringConvertible, Sendable {
 final class HighAvailability: Sendable {
     let vrrp: VRRPService
     let config: VRRPConfig
+    /// The VRRP VIPs (`ha.vrrp.vips` addresses).
+    let vrrpVIPs: Set<IPAddress>
     /// Mirroring (`ha.mirror`): sends while this node is master, receives into `mirrored` otherwise.
     let mirror: MirrorService?
     /// The packet plane's mirroring ports, which the mirror streams from (master) and installs into (standby).
     let flows = PacketPlaneFlowMirror()
     private let watched = Mutex(Watched())
+    /// The `dsr` services whose VIP is a VRRP VIP: only the master answers ARP for (and forwards to) it.
+    let vipOwners: DSRVIPOwners
 
     private struct Watched {
         /// Pools a listener or virtual service uses, by name.
@@ -35,8 +39,24 @@ final class HighAvailability: Sendable {
         var reasons: [String] = []
     }
 
-    init(config: VRRPConfig, mirror mirrorConfig: MirrorConfig?, logger: Logger) throws(HAConfigurationError) {
-        let settings = Self.settings(for: config)
+    init(
+        config: VRRPConfig, mirror mirrorConfig: MirrorConfig?, virtualServices: [VirtualServiceConfig] = [],
+        logger: Logger
+    ) throws(HAConfigurationError) {
+        var settings = Self.settings(for: config)
+        // A `dsr` VIP that is a VRRP VIP is owned in the packet plane: the kernel must not hold it (it would
+        // answer ARP and take the frames itself). The instance's addresses all go on the kernel or none do.
+        let vrrpVIPs = Set(config.vips.map(\.address))
+        let dsrVIPs = Set(virtualServices.filter { $0.forwarding == .dsr }.map(\.vip)).intersection(vrrpVIPs)
+        if !dsrVIPs.isEmpty {
+            guard dsrVIPs == vrrpVIPs else {
+                throw HAConfigurationError(
+                    message: "ha.vrrp.vips: \(dsrVIPs.map(\.description).sorted().joined(separator: ", ")) "
+                        + "are dsr virtual service VIPs (owned in the packet plane, not on the kernel), so every "
+                        + "VRRP VIP must be one; \(vrrpVIPs.subtracting(dsrVIPs).map(\.description).sorted()) are not")
+            }
+            settings.managesAddresses = false
+        }
         do {
             try settings.validate()
         } catch {
@@ -46,7 +66,10 @@ final class HighAvailability: Sendable {
             throw HAConfigurationError(message: "ha.vrrp.interface: no interface named '\(config.interface)'")
         }
         self.config = config
-        let vrrp = VRRPService(settings: settings, logger: logger)
+        let owners = DSRVIPOwners()
+        vipOwners = owners
+        self.vrrpVIPs = vrrpVIPs
+        let vrrp = VRRPService(settings: settings, logger: logger) { owners.setMaster($0 == .master) }
         self.vrrp = vrrp
         if let mirrorConfig {
             let key: MirrorKey
@@ -79,6 +102,16 @@ final class HighAvailability: Sendable {
             },
             preempt: config.preempt, preemptDelay: config.preemptDelay, unicastPeers: config.unicastPeers,
             trackWeight: config.trackWeight, notify: config.notify)
+    }
+
+    /// Whether a `dsr` worker for `vs` starts owning its VIP: not a VRRP VIP, or this node is master.
+    func answersARP(for vs: VirtualServiceConfig) -> Bool {
+        !(vs.forwarding == .dsr && vrrpVIPs.contains(vs.vip)) || vipOwners.isMaster
+    }
+
+    /// The running `dsr` services on VRRP VIPs after a (re)load; they follow the router's state from now on.
+    func setVIPOwners(_ services: [DSRVirtualService]) {
+        vipOwners.setServices(services)
     }
 
     /// What the server serves after a (re)load; re-evaluates tracking.
@@ -152,6 +185,13 @@ extension FulcrumServer {
     func updateHATracking(config: FulcrumConfig, pools: [String: Pool], unboundListeners: [String]) {
         guard let highAvailability else { return }
         highAvailability.flows.setPorts(flowMirrors())
+        highAvailability.setVIPOwners(
+            packetPlane.services.values.compactMap { running in
+                guard running.config.forwarding == .dsr, highAvailability.vrrpVIPs.contains(running.config.vip) else {
+                    return nil
+                }
+                return running.worker as? DSRVirtualService
+            })
         let used = Set(config.listeners.map(\.pool) + config.virtualServices.map(\.pool))
         highAvailability.watch(pools: pools.filter { used.contains($0.key) }, unboundListeners: unboundListeners)
     }
@@ -255,6 +295,35 @@ final class PacketPlaneFlowMirror: MirrorFlowSource, MirrorFlowSink {
             install(upserts)
         case .pending:
             break
+        }
+    }
+}
+
+/// The `dsr` services whose VIP moves with the VRRP state: `answersARP` follows "this node is master", set on
+/// each transition (from the router's thread) and on each (re)load (new workers). It keeps the state the
+/// transitions reported, under the same lock as the list, so a reload racing a transition cannot leave a
+/// worker with the other state (the router's `status` is updated only after its callback).
+final class DSRVIPOwners: Sendable {
+    private struct State {
+        var services: [DSRVirtualService] = []
+        var master = false
+    }
+    private let state = Mutex(State())
+
+    /// The last reported state: master or not (not before the first transition).
+    var isMaster: Bool { state.withLock { $0.master } }
+
+    func setMaster(_ master: Bool) {
+        state.withLock { state in
+            state.master = master
+            for service in state.services { service.answersARP = master }
+        }
+    }
+
+    func setServices(_ services: [DSRVirtualService]) {
+        state.withLock { state in
+            state.services = services
+            for service in services { service.answersARP = state.master }
         }
     }
 }

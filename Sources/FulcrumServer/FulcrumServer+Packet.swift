@@ -30,7 +30,11 @@ final class PacketPlane {
 
     /// Starts, restarts and stops workers so that they match `config`. On the first apply a worker that cannot
     /// start is an error (the server does not start); on a reload it is logged and the service stays down.
-    func apply(_ config: FulcrumConfig, pools: [String: Pool], initial: Bool, logger: Logger) throws {
+    /// `answersARP` says whether a new `dsr` worker starts owning its VIP (false on an HA standby for a VRRP VIP).
+    func apply(
+        _ config: FulcrumConfig, pools: [String: Pool], initial: Bool, logger: Logger,
+        answersARP: (VirtualServiceConfig) -> Bool = { _ in true }
+    ) throws {
         let wanted = Dictionary(config.virtualServices.map { (Self.key($0), $0) }) { first, _ in first }
         for (key, running) in services where wanted[key] == nil {
             running.worker?.stop()
@@ -61,7 +65,7 @@ final class PacketPlane {
                     metadata: ["virtual_service": .string(key), "pool": .string(vs.pool)])
             }
             do {
-                let worker = try Self.makeWorker(vs, pool: pool, tunName: tunName)
+                let worker = try Self.makeWorker(vs, pool: pool, tunName: tunName, answersARP: answersARP(vs))
                 try worker.start()
                 services[key] = Running(config: vs, pool: pool, worker: worker)
                 logger.info(
@@ -99,7 +103,7 @@ final class PacketPlane {
 
     /// Builds (opens the device or sockets of) the worker for one virtual service.
     static func makeWorker(
-        _ vs: VirtualServiceConfig, pool: Pool, tunName: String?
+        _ vs: VirtualServiceConfig, pool: Pool, tunName: String?, answersARP: Bool = true
     ) throws -> any VirtualServiceWorker {
         guard case .v4(let vip) = vs.vip else { throw PacketPlaneError("\(vs.vip): IPv4 only") }
         let proto = vs.protocol == .udp ? IPProtocolNumber.udp : IPProtocolNumber.tcp
@@ -114,7 +118,7 @@ final class PacketPlane {
                 tunName: tunName ?? "fnat0", setUp: true)
         case .dsr:
             guard let interface = vs.interface else { throw PacketPlaneError("\(service): dsr needs an interface") }
-            return try DSRVirtualService(service: service, pool: pool, interface: interface)
+            return try DSRVirtualService(service: service, pool: pool, interface: interface, answersARP: answersARP)
         case .tunnel:
             guard let interface = vs.interface else { throw PacketPlaneError("\(service): tunnel needs an interface") }
             let source: UInt32

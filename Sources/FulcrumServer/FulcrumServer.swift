@@ -71,7 +71,9 @@ public actor FulcrumServer: Service {
             throw HAConfigurationError(message: "ha.mirror needs ha.vrrp (the VRRP master is the side that sends)")
         }
         let highAvailability = try config.ha?.vrrp.map {
-            try HighAvailability(config: $0, mirror: config.ha?.mirror, logger: Logger(label: "fulcrum.ha"))
+            try HighAvailability(
+                config: $0, mirror: config.ha?.mirror, virtualServices: config.virtualServices,
+                logger: Logger(label: "fulcrum.ha"))
         }
         let server = FulcrumServer(
             config: config, configPath: configPath, group: group, logger: logger, highAvailability: highAvailability)
@@ -336,7 +338,9 @@ public actor FulcrumServer: Service {
                     backend.address, to: backend.state ?? .enabled, now: now)
             }
         }
-        try packetPlane.apply(newConfig, pools: poolsByName, initial: initial, logger: logger)
+        let owner = highAvailability.map { ha in { (vs: VirtualServiceConfig) in ha.answersARP(for: vs) } }
+        try packetPlane.apply(
+            newConfig, pools: poolsByName, initial: initial, logger: logger, answersARP: owner ?? { _ in true })
         checkerSetInput.yield(makeHealthCheckers())
         updateHATracking(config: newConfig, pools: poolsByName, unboundListeners: unbound)
     }

@@ -9,8 +9,9 @@ import Testing
 ///
 /// Topology (HA `NamespaceLab`, one bridge): lb0 10.201.0.2 (priority 200), lb1 10.201.0.3, backends .4–.6,
 /// client .7. The VRRP VIP 10.201.0.100 is the *gateway* of the DSR VIP 10.201.0.200 (the client routes
-/// 10.201.0.200/32 via it): a DSR host must not own its VIP, and today both nodes' DSR workers answer ARP for
-/// it, so the VIP is reached through the VRRP address that only the master holds (see docs/ha.md).
+/// 10.201.0.200/32 via it): a DSR host must not own its VIP, and both nodes' DSR workers answer ARP for a DSR
+/// VIP that is not a VRRP VIP, so it is reached through the VRRP address that only the master holds (the VIP
+/// owned in the packet plane is `DSRVIPOwnershipTests`; see docs/ha.md).
 /// The pool is round-robin, so a node without the mirrored flows would send a flow's next packets to
 /// another backend (which resets it): the test fails without the mirror (checked by hand with a different key
 /// on lb1, so nothing was mirrored: 15/20 byte-identical, 2026-12-01).

@@ -37,6 +37,7 @@ static const int fulcrum_PACKET_FANOUT_HASH = 0;
 static const int fulcrum_PACKET_FANOUT_CPU = 2;
 static const int fulcrum_PACKET_FANOUT_FLAG_DEFRAG = 0x8000;
 static const unsigned char fulcrum_PACKET_OUTGOING = PACKET_OUTGOING;
+static const unsigned char fulcrum_PACKET_OTHERHOST = PACKET_OTHERHOST;
 static const uint8_t fulcrum_VIRTIO_NET_HDR_F_NEEDS_CSUM = VIRTIO_NET_HDR_F_NEEDS_CSUM;
 static const uint8_t fulcrum_VIRTIO_NET_HDR_GSO_NONE = VIRTIO_NET_HDR_GSO_NONE;
 static const uint8_t fulcrum_VIRTIO_NET_HDR_GSO_TCPV4 = VIRTIO_NET_HDR_GSO_TCPV4;

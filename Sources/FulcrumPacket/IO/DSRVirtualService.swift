@@ -11,6 +11,10 @@ import Glibc
 /// batch. It answers ARP for the VIP, announces it with a gratuitous ARP at start, and learns the backends'
 /// MACs from ARP (asking with probes for backends it has not heard from).
 ///
+/// In an HA pair only the VRRP master may own the VIP: `answersARP` (read once per batch) switches the worker
+/// between owning it (answers ARP, forwards, and announces it with gratuitous ARPs each time it turns on) and
+/// silent standby (neither answers ARP for the VIP nor forwards frames sent to it).
+///
 /// The host must not own the VIP and must not forward (`ip_forward=0`), or the kernel would answer or route
 /// the frames it also receives. Backends: VIP on `lo`, `arp_ignore=1`, `arp_announce=2`, service on the VIP
 /// at the same port.
@@ -35,6 +39,7 @@ public final class DSRVirtualService: Sendable {
     private let flowCapacity: Int
     private let timeouts: FlowTimeouts
     private let stopping = Atomic<Bool>(false)
+    private let owning: Atomic<Bool>
     private let published = Mutex(Statistics())
     private let worker = Mutex<WorkerThread?>(nil)
     /// HA mirroring: change feed, snapshots, mirrored flows to install.
@@ -42,9 +47,10 @@ public final class DSRVirtualService: Sendable {
 
     public init(
         service: VirtualServiceAddress, pool: Pool, interface: String, networkNamespace: String? = nil,
-        flowCapacity: Int = 65536, timeouts: FlowTimeouts = FlowTimeouts()
+        flowCapacity: Int = 65536, timeouts: FlowTimeouts = FlowTimeouts(), answersARP: Bool = true
     ) throws(PacketIOError) {
         self.service = service
+        owning = Atomic(answersARP)
         self.pool = pool
         self.flowCapacity = flowCapacity
         self.timeouts = timeouts
@@ -58,6 +64,13 @@ public final class DSRVirtualService: Sendable {
     }
 
     public var statistics: Statistics { published.withLock { $0 } }
+
+    /// Whether this node owns the VIP (true without HA; the VRRP master in a pair). The worker reads it once per
+    /// batch, so a change takes effect within one poll interval (100 ms).
+    public var answersARP: Bool {
+        get { owning.load(ordering: .acquiring) }
+        set { owning.store(newValue, ordering: .releasing) }
+    }
 
     public func start() throws(PacketIOError) {
         let thread = try WorkerThread { [self] in run() }
@@ -86,12 +99,16 @@ public final class DSRVirtualService: Sendable {
         var pending = NeighborQueue()
         var releasedAfterARP: UInt64 = 0
         var lastProbe: UInt64 = 0
-        socket.sendPlain(ARP.gratuitous(ip: service.vip, mac: socket.mac))
+        var ownership = VIPOwnership()
         var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
         while !stopping.load(ordering: .acquiring) {
             pfd.revents = 0
             let ready = poll(&pfd, 1, 100)
             let now = MonotonicClock.now()
+            let owner = owning.load(ordering: .acquiring)
+            for _ in 0..<ownership.announcements(owner: owner) {
+                socket.sendPlain(ARP.gratuitous(ip: service.vip, mac: socket.mac))
+            }
             let snapshot = reader.snapshot()
             // Ask for the backends we cannot reach yet, at most every 500 ms.
             if now &- lastProbe >= 500_000_000 {
@@ -104,12 +121,15 @@ public final class DSRVirtualService: Sendable {
             }
             if ready > 0 {
                 let received = batch.receive(socket.fd)
-                for i in 0..<received where !batch.isOutgoing(i) {
+                // Frames for another host's MAC (promiscuous interface) are not ours to forward.
+                for i in 0..<received where !batch.isOutgoing(i) && !batch.isOtherHost(i) {
                     let length = batch.length(i)
                     guard length > VirtioNetHeader.length else { continue }
                     let bytes = batch.slot(i)
                     let frameLength = length - VirtioNetHeader.length
                     neighbors.learn(fromFrame: bytes, frameStart: VirtioNetHeader.length, length: frameLength)
+                    // A standby stays silent: no ARP replies for the VIP, no forwarding (it still learns MACs).
+                    guard owner else { continue }
                     let verdict = forwarder.process(
                         bytes, frameStart: VirtioNetHeader.length, length: frameLength, snapshot: snapshot, now: now
                     ) { neighbors.lookup($0) }
@@ -160,5 +180,22 @@ public final class DSRVirtualService: Sendable {
                 neighborQueueDrops: pending.dropped)
             published.withLock { $0 = stats }
         }
+    }
+}
+
+/// When a DSR worker announces its VIP: on each change from not owning to owning it (the first batch counts
+/// as a change when it starts owning), a few gratuitous ARPs, as VRRP sends on becoming master, so switches and
+/// clients that missed one still learn the new owner's MAC.
+public struct VIPOwnership: Sendable {
+    /// Gratuitous ARPs sent per takeover.
+    public static let repeatCount = 3
+    private var owned = false
+
+    public init() {}
+
+    /// How many gratuitous ARPs to send now, given whether the node owns the VIP this batch.
+    public mutating func announcements(owner: Bool) -> Int {
+        defer { owned = owner }
+        return owner && !owned ? Self.repeatCount : 0
     }
 }

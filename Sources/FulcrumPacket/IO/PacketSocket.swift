@@ -116,6 +116,9 @@ final class MessageBatch {
     /// True when message `i` is one this host sent (AF_PACKET sees outgoing frames too).
     func isOutgoing(_ i: Int) -> Bool { addresses[i].sll_pkttype == fulcrum_PACKET_OUTGOING }
 
+    /// Whether frame `i` was addressed to another host's MAC (seen only in promiscuous mode).
+    func isOtherHost(_ i: Int) -> Bool { addresses[i].sll_pkttype == fulcrum_PACKET_OTHERHOST }
+
     /// Queues bytes `range` of slot `i` for `flushSends`.
     func queueSend(slot i: Int, range: Range<Int>) {
         outIovecs[pendingSends] = iovec(
