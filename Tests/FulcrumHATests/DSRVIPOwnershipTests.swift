@@ -37,27 +37,10 @@ struct DSRVIPOwnershipTests {
         "the client's ARP entry for the VIP is the master's, then the new master's after a crash",
         .enabled(if: FlowsSurviveTakeoverTests.canRunLab, "needs root, iproute2, curl and python3: SKIPPED LOUDLY"))
     func arpFollowsTheMaster() async throws {
-        let lab = NamespaceLab(tag: "fv", nodeCount: 4)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-ha-dsrvip-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var processes: [Process] = []
-        func cleanUp() async {
-            for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            for process in processes { _ = try? await offCooperativePool { process.waitUntilExit() } }
-            await lab.tearDown()
-            try? FileManager.default.removeItem(at: directory)
+        try await NamespaceLab.withPairLab(tag: "fv", nodeCount: 4, directoryName: "fulcrum-ha-dsrvip") {
+            lab, directory, started in
+            try await exercise(lab: lab, directory: directory, started: started)
         }
-        do {
-            try await lab.setUp()
-            try await exercise(lab: lab, directory: directory) { processes.append($0) }
-        } catch {
-            let logs = (0...1).map {
-                (try? String(contentsOf: directory.appendingPathComponent("lb\($0).log"), encoding: .utf8)) ?? ""
-            }
-            await cleanUp()
-            throw LabError(message: "\(error)\nlb0 log:\n\(logs[0].suffix(3000))\nlb1 log:\n\(logs[1].suffix(3000))")
-        }
-        await cleanUp()
     }
 
     private func state(_ lab: NamespaceLab, _ node: Int) async throws -> String? {

@@ -87,28 +87,12 @@ struct FlowsSurviveTakeoverTests {
     }
 
     private func survive(mode: String) async throws {
-        let lab = NamespaceLab(tag: mode == "nat" ? "fn" : "fs", nodeCount: 6)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "fulcrum-ha-flows-\(mode)-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var processes: [Process] = []
-        func cleanUp() async {
-            for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            for process in processes { _ = try? await offCooperativePool { process.waitUntilExit() } }
-            await lab.tearDown()
-            try? FileManager.default.removeItem(at: directory)
+        try await NamespaceLab.withPairLab(
+            tag: mode == "nat" ? "fn" : "fs", nodeCount: 6, directoryName: "fulcrum-ha-flows-\(mode)"
+        ) {
+            lab, directory, started in
+            try await exercise(lab: lab, directory: directory, mode: mode, started: started)
         }
-        do {
-            try await lab.setUp()
-            try await exercise(lab: lab, directory: directory, mode: mode) { processes.append($0) }
-        } catch {
-            let logs = (0...1).map {
-                (try? String(contentsOf: directory.appendingPathComponent("lb\($0).log"), encoding: .utf8)) ?? ""
-            }
-            await cleanUp()
-            throw LabError(message: "\(error)\nlb0 log:\n\(logs[0].suffix(3000))\nlb1 log:\n\(logs[1].suffix(3000))")
-        }
-        await cleanUp()
     }
 
     private func exercise(lab: NamespaceLab, directory: URL, mode: String, started: (Process) -> Void) async throws {

@@ -146,27 +146,10 @@ struct HAPairProcessTests {
             if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"),
             "needs root, iproute2, curl and python3: SKIPPED LOUDLY"))
     func pair() async throws {
-        let lab = NamespaceLab(tag: "fp", nodeCount: 4)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-ha-pair-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var processes: [Process] = []
-        func cleanUp() async {
-            for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            for process in processes { _ = try? await offCooperativePool { process.waitUntilExit() } }
-            await lab.tearDown()
-            try? FileManager.default.removeItem(at: directory)
+        try await NamespaceLab.withPairLab(tag: "fp", nodeCount: 4, directoryName: "fulcrum-ha-pair") {
+            lab, directory, started in
+            try await exercise(lab: lab, directory: directory, started: started)
         }
-        do {
-            try await lab.setUp()
-            try await exercise(lab: lab, directory: directory) { processes.append($0) }
-        } catch {
-            let logs = (0...1).map {
-                (try? String(contentsOf: directory.appendingPathComponent("lb\($0).log"), encoding: .utf8)) ?? ""
-            }
-            await cleanUp()
-            throw LabError(message: "\(error)\nlb0 log:\n\(logs[0].suffix(3000))\nlb1 log:\n\(logs[1].suffix(3000))")
-        }
-        await cleanUp()
     }
 
     private func exercise(lab: NamespaceLab, directory: URL, started: (Process) -> Void) async throws {

@@ -1,6 +1,7 @@
 import CFulcrumLinux
 import Dispatch
 import Foundation
+import FulcrumTestSupport
 import Glibc
 
 let isRoot = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
@@ -140,5 +141,37 @@ extension NamespaceLab {
             if value == target { return true }
         }
         return false
+    }
+}
+
+extension NamespaceLab {
+    /// Runs `body` in a fresh lab of `nodeCount` namespaces with a scratch directory, and always cleans up: the
+    /// processes `body` registers are killed by PID, the lab is torn down and the directory removed. A failure
+    /// carries the tail of the two balancers' logs (`lb0.log`, `lb1.log` in the directory).
+    static func withPairLab(
+        tag: String, nodeCount: Int, directoryName: String,
+        _ body: (NamespaceLab, URL, (Process) -> Void) async throws -> Void
+    ) async throws {
+        let lab = NamespaceLab(tag: tag, nodeCount: nodeCount)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(directoryName)-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var processes: [Process] = []
+        func cleanUp() async {
+            for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            for process in processes { _ = try? await offCooperativePool { process.waitUntilExit() } }
+            await lab.tearDown()
+            try? FileManager.default.removeItem(at: directory)
+        }
+        do {
+            try await lab.setUp()
+            try await body(lab, directory) { processes.append($0) }
+        } catch {
+            let logs = (0...1).map {
+                (try? String(contentsOf: directory.appendingPathComponent("lb\($0).log"), encoding: .utf8)) ?? ""
+            }
+            await cleanUp()
+            throw LabError(message: "\(error)\nlb0 log:\n\(logs[0].suffix(3000))\nlb1 log:\n\(logs[1].suffix(3000))")
+        }
+        await cleanUp()
     }
 }
