@@ -26,7 +26,7 @@ public final class EtcdServer: @unchecked Sendable {
     public let directory: URL
     public var dataDirectory: URL { directory.appendingPathComponent("data") }
     public private(set) var clientPort: Int
-    public let peerPort: Int
+    public private(set) var peerPort: Int
     private var process: Process?
 
     public var endpoint: EtcdEndpoint { EtcdEndpoint(host: "127.0.0.1", port: clientPort) }
@@ -43,13 +43,24 @@ public final class EtcdServer: @unchecked Sendable {
             .appendingPathComponent("fulcrum-etcd-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let server = EtcdServer(directory: directory, clientPort: try freePort(), peerPort: try freePort())
-        do {
-            try await server.launch()
-        } catch {
-            await server.stopAndRemove()
-            throw error
+        // A port found free can be taken before etcd binds it; then etcd exits at once with "address already
+        // in use". Try again on fresh ports, a bounded number of times.
+        for attempt in 1...3 {
+            do {
+                try await server.launch()
+                return server
+            } catch EtcdServerError.notReady(let log) where attempt < 3 && log.contains("address already in use") {
+                await server.stop()
+                try? FileManager.default.removeItem(at: server.dataDirectory)
+                server.clientPort = try freePort()
+                server.peerPort = try freePort()
+            } catch {
+                await server.stopAndRemove()
+                throw error
+            }
         }
-        return server
+        await server.stopAndRemove()
+        throw EtcdServerError.noPort
     }
 
     /// Starts etcd again on the same data directory, on `clientPort` (default: the current one).
@@ -82,10 +93,10 @@ public final class EtcdServer: @unchecked Sendable {
         try process.run()
         self.process = process
         let ready = await eventually(within: .seconds(15), every: .milliseconds(50)) {
-            guard process.isRunning else { return false }
+            guard process.isRunning else { return true }  // exited: stop waiting, the check below reports it
             return (try? await Self.probe(port: self.clientPort)) == true
         }
-        guard ready else {
+        guard ready, process.isRunning else {
             await stop()
             throw EtcdServerError.notReady(
                 String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: logPath))) ?? Data(), as: UTF8.self)
@@ -138,15 +149,26 @@ public final class EtcdServer: @unchecked Sendable {
         }
     }
 
-    /// A TCP port nothing listens on now (bound to port 0 and released).
+    /// A TCP port on 127.0.0.1 nothing listens on now. It is drawn below the kernel's ephemeral range
+    /// (`ip_local_port_range` starts at 32768 by default), so outgoing connections and other tests' listeners
+    /// on port 0 never take it between this check and etcd's bind; port 0 is the fallback.
     public static func freePort() throws -> Int {
+        for _ in 0..<64 {
+            let candidate = Int.random(in: 20_000..<32_000)
+            if let port = try? bindable(port: candidate) { return port }
+        }
+        return try bindable(port: 0)
+    }
+
+    /// Binds 127.0.0.1:`port` (0: any), releases it, and returns the port that was bound.
+    private static func bindable(port: Int) throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw EtcdServerError.noPort }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
+        address.sin_port = UInt16(port).bigEndian
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
