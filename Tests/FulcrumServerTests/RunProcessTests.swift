@@ -10,12 +10,9 @@ import Testing
 struct RunProcessTests {
     static var binary: URL { Bundle.main.bundleURL.appendingPathComponent("fulcrum") }
 
-    /// A loopback port nobody listens on right now (bound then released).
+    /// A loopback port nobody listens on right now, for the child process to bind (`freeLoopbackPort`).
     static func freePort(group: any EventLoopGroup) async throws -> Int {
-        let channel = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress?.port ?? 0
-        try await channel.close()
-        return port
+        try #require(freeLoopbackPort())
     }
 
     /// Starts `fulcrum run --config FILE` with stderr to `stderr` (or discarded).

@@ -149,34 +149,10 @@ public final class EtcdServer: @unchecked Sendable {
         }
     }
 
-    /// A TCP port on 127.0.0.1 nothing listens on now. It is drawn below the kernel's ephemeral range
-    /// (`ip_local_port_range` starts at 32768 by default), so outgoing connections and other tests' listeners
-    /// on port 0 never take it between this check and etcd's bind; port 0 is the fallback.
+    /// A TCP port on 127.0.0.1 nothing listens on now (see `freeLoopbackPort`).
     public static func freePort() throws -> Int {
-        for _ in 0..<64 {
-            let candidate = Int.random(in: 20_000..<32_000)
-            if let port = try? bindable(port: candidate) { return port }
-        }
-        return try bindable(port: 0)
-    }
-
-    /// Binds 127.0.0.1:`port` (0: any), releases it, and returns the port that was bound.
-    private static func bindable(port: Int) throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw EtcdServerError.noPort }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-                bind(fd, socketAddress, length) == 0 && getsockname(fd, socketAddress, &length) == 0
-            }
-        }
-        guard bound else { throw EtcdServerError.noPort }
-        return Int(UInt16(bigEndian: address.sin_port))
+        guard let port = freeLoopbackPort() else { throw EtcdServerError.noPort }
+        return port
     }
 }
 
