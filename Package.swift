@@ -7,6 +7,17 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+// Products of the dependencies, named once.
+extension Target.Dependency {
+    static let nioCore = product(name: "NIOCore", package: "swift-nio")
+    static let nioPosix = product(name: "NIOPosix", package: "swift-nio")
+    static let nioHTTP1 = product(name: "NIOHTTP1", package: "swift-nio")
+    static let nioEmbedded = product(name: "NIOEmbedded", package: "swift-nio")
+    static let logging = product(name: "Logging", package: "swift-log")
+    static let serviceLifecycle = product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+    static let unixSignals = product(name: "UnixSignals", package: "swift-service-lifecycle")
+}
+
 let package = Package(
     name: "Fulcrum",
     platforms: [.macOS(.v15)],
@@ -40,10 +51,10 @@ let package = Package(
             name: "FulcrumProxy",
             dependencies: [
                 "FulcrumCore", "FulcrumConfig",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                .nioCore,
+                .nioPosix,
+                .nioHTTP1,
+                .logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -52,11 +63,11 @@ let package = Package(
             name: "FulcrumHealth",
             dependencies: [
                 "FulcrumCore", "FulcrumConfig",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .nioCore,
+                .nioPosix,
+                .nioHTTP1,
+                .logging,
+                .serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
@@ -64,9 +75,9 @@ let package = Package(
         .target(
             name: "FulcrumDemo",
             dependencies: [
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .nioCore,
+                .nioPosix,
+                .nioHTTP1,
             ],
             swiftSettings: swiftSettings
         ),
@@ -77,11 +88,11 @@ let package = Package(
                 "FulcrumCore", "FulcrumConfig",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .nioCore,
+                .nioPosix,
+                .nioHTTP1,
+                .logging,
+                .serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
@@ -99,8 +110,8 @@ let package = Package(
             dependencies: [
                 "FulcrumCore", "FulcrumPacket", "CFulcrumLinux",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .logging,
+                .serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
@@ -109,11 +120,11 @@ let package = Package(
             name: "FulcrumCluster",
             dependencies: [
                 "FulcrumCore", "FulcrumConfig", .product(name: "Yams", package: "Yams"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .nioCore,
+                .nioPosix,
+                .nioHTTP1,
+                .logging,
+                .serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
@@ -125,11 +136,11 @@ let package = Package(
                 "FulcrumHA", "FulcrumPacket",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .nioCore,
+                .nioPosix,
+                .logging,
+                .serviceLifecycle,
+                .unixSignals,
             ],
             swiftSettings: swiftSettings
         ),
@@ -138,11 +149,11 @@ let package = Package(
             dependencies: [
                 "FulcrumCore", "FulcrumConfig", "FulcrumServer", "FulcrumDemo", "FulcrumCluster", "FulcrumPacket",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                .logging,
+                .serviceLifecycle,
+                .unixSignals,
+                .nioCore,
+                .nioPosix,
             ],
             swiftSettings: swiftSettings
         ),
@@ -157,7 +168,7 @@ let package = Package(
             name: "FulcrumTestSupport",
             dependencies: [
                 "FulcrumCluster",
-                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .nioCore, .nioPosix,
             ],
             path: "Tests/FulcrumTestSupport",
             swiftSettings: swiftSettings
@@ -182,11 +193,11 @@ let package = Package(
             name: "FulcrumProxyTests",
             dependencies: [
                 "FulcrumProxy", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                .nioCore,
+                .nioPosix,
+                .nioHTTP1,
+                .nioEmbedded,
+                .logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -195,9 +206,9 @@ let package = Package(
             dependencies: [
                 "FulcrumTestSupport",
                 "FulcrumHealth", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                .nioCore,
+                .nioPosix,
+                .logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -205,10 +216,10 @@ let package = Package(
             name: "FulcrumAdminTests",
             dependencies: [
                 "FulcrumTestSupport", "FulcrumAdmin", "FulcrumServer", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .nioCore,
+                .nioPosix,
+                .logging,
+                .serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
@@ -217,8 +228,8 @@ let package = Package(
             dependencies: [
                 "FulcrumTestSupport",
                 "FulcrumDemo",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                .nioCore,
+                .nioPosix,
             ],
             swiftSettings: swiftSettings
         ),
@@ -226,10 +237,10 @@ let package = Package(
             name: "FulcrumClusterTests",
             dependencies: [
                 "FulcrumTestSupport", "FulcrumCluster", "FulcrumConfig", "FulcrumCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .nioCore,
+                .nioPosix,
+                .logging,
+                .serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
@@ -239,10 +250,10 @@ let package = Package(
                 "FulcrumTestSupport",
                 "FulcrumAdmin", "FulcrumServer", "FulcrumProxy", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
                 "FulcrumCluster", "fulcrum",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .nioCore,
+                .nioPosix,
+                .logging,
+                .serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
