@@ -4,10 +4,14 @@ import FulcrumCore
 public struct VRRPVirtualAddress: Sendable, Hashable, CustomStringConvertible {
     public var address: IPAddress
     public var prefixLength: Int
+    /// Whether the master puts this address on the interface. False for an address the packet plane serves
+    /// itself (a `dsr` VIP must stay off the kernel): then only the announcements and `onTransition` move it.
+    public var onKernel: Bool
 
-    public init(address: IPAddress, prefixLength: Int = 32) {
+    public init(address: IPAddress, prefixLength: Int = 32, onKernel: Bool = true) {
         self.address = address
         self.prefixLength = prefixLength
+        self.onKernel = onKernel
     }
 
     public var description: String { "\(address)/\(prefixLength)" }
@@ -44,10 +48,17 @@ public struct VRRPInstanceSettings: Sendable {
     public var unicastPeers: [IPAddress]
     /// Priority lost while tracking fails; 50 by default, as `ha.vrrp.track_weight` documents.
     public var trackWeight: Int
-    /// Whether the master puts the addresses on the interface. False when the packet plane serves them
-    /// itself (DSR/tunnel modes keep the VIP off the kernel): then only the announcements and `onTransition`
-    /// move them.
-    public var managesAddresses: Bool
+    /// Whether the master puts any address on the interface (see `VRRPVirtualAddress.onKernel`); setting it
+    /// sets every address's `onKernel`.
+    public var managesAddresses: Bool {
+        get { virtualAddresses.contains { $0.onKernel } }
+        set {
+            for i in virtualAddresses.indices { virtualAddresses[i].onKernel = newValue }
+        }
+    }
+
+    /// The addresses the master puts on the interface.
+    public var kernelAddresses: [VRRPVirtualAddress] { virtualAddresses.filter(\.onKernel) }
     /// Gratuitous ARPs sent per virtual address on becoming master (keepalived's garp_master_repeat is 5).
     public var gratuitousARPRepeat: Int
     /// Re-announce the addresses this often while master; nil: only on becoming master.
@@ -79,13 +90,13 @@ public struct VRRPInstanceSettings: Sendable {
         self.preemptDelay = preemptDelay
         self.unicastPeers = unicastPeers
         self.trackWeight = trackWeight
-        self.managesAddresses = managesAddresses
         self.gratuitousARPRepeat = gratuitousARPRepeat
         self.gratuitousARPRefresh = gratuitousARPRefresh
         self.primaryAddress = primaryAddress
         self.notify = notify
         self.notifyTimeout = notifyTimeout
         self.networkNamespacePath = networkNamespacePath
+        if !managesAddresses { self.managesAddresses = false }
     }
 
     /// The advert interval in centiseconds, rounded to the nearest.

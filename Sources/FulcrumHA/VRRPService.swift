@@ -164,9 +164,8 @@ public final class VRRPService: Service, Sendable {
                         }
                     }
                 case .addVirtualAddresses, .removeVirtualAddresses:
-                    guard settings.managesAddresses else { break }
                     let present = action == .addVirtualAddresses
-                    for vip in settings.virtualAddresses {
+                    for vip in settings.kernelAddresses {
                         if let code = link.setAddress(vip, present: present) {
                             errors += 1
                             logger.error(
@@ -203,10 +202,10 @@ public final class VRRPService: Service, Sendable {
         }
 
         perform(machine.handle(.start, now: monotonicNanos()), now: monotonicNanos())
-        if settings.managesAddresses, machine.state != .master {
+        if machine.state != .master {
             // A node that crashed as master left the addresses on the interface: a backup must not answer for
             // them (keepalived clears them at start too).
-            for vip in settings.virtualAddresses { _ = link.setAddress(vip, present: false) }
+            for vip in settings.kernelAddresses { _ = link.setAddress(vip, present: false) }
         }
         var buffer = [UInt8](repeating: 0, count: 4096)
         var fds = [

@@ -45,17 +45,11 @@ final class HighAvailability: Sendable {
     ) throws(HAConfigurationError) {
         var settings = Self.settings(for: config)
         // A `dsr` VIP that is a VRRP VIP is owned in the packet plane: the kernel must not hold it (it would
-        // answer ARP and take the frames itself). The instance's addresses all go on the kernel or none do.
+        // answer ARP and take the frames itself). The other VRRP VIPs go on the kernel as usual.
         let vrrpVIPs = Set(config.vips.map(\.address))
         let dsrVIPs = Set(virtualServices.filter { $0.forwarding == .dsr }.map(\.vip)).intersection(vrrpVIPs)
-        if !dsrVIPs.isEmpty {
-            guard dsrVIPs == vrrpVIPs else {
-                throw HAConfigurationError(
-                    message: "ha.vrrp.vips: \(dsrVIPs.map(\.description).sorted().joined(separator: ", ")) "
-                        + "are dsr virtual service VIPs (owned in the packet plane, not on the kernel), so every "
-                        + "VRRP VIP must be one; \(vrrpVIPs.subtracting(dsrVIPs).map(\.description).sorted()) are not")
-            }
-            settings.managesAddresses = false
+        for i in settings.virtualAddresses.indices where dsrVIPs.contains(settings.virtualAddresses[i].address) {
+            settings.virtualAddresses[i].onKernel = false
         }
         do {
             try settings.validate()
@@ -92,7 +86,7 @@ final class HighAvailability: Sendable {
     }
 
     /// `ha.vrrp` as the router's settings. Both default `track_weight` to 50; the addresses go on the kernel
-    /// (the proxy binds them); a packet plane serving VIPs itself would set `managesAddresses: false`.
+    /// (the proxy binds them) unless `init` marks them as served by the packet plane (`onKernel: false`).
     static func settings(for config: VRRPConfig) -> VRRPInstanceSettings {
         VRRPInstanceSettings(
             interface: config.interface, virtualRouterId: config.virtualRouterId, priority: config.priority,

@@ -6,13 +6,15 @@ import Testing
 /// Issue 6 point 2, DSR VIP owned in the packet plane: two `fulcrum run` with `ha.vrrp` whose VIP is also a `dsr`
 /// virtual service's VIP. Only the master's DSR worker answers ARP for it (the kernel holds it on neither node);
 /// after the master is crashed (SIGKILL + link down) the client's ARP entry moves to the new master's MAC and
-/// requests through the VIP succeed again.
+/// requests through the VIP succeed again. A second VRRP VIP that no `dsr` service uses goes on the master's
+/// kernel as usual, so one router serves both kinds.
 ///
 /// Topology (HA `NamespaceLab`): lb0 10.201.0.2 (MAC …:02, priority 200), lb1 10.201.0.3 (…:03), backend .4,
-/// client .5; VIP 10.201.0.150.
+/// client .5; DSR VIP 10.201.0.150, kernel VIP 10.201.0.151.
 @Suite("DSR VIP follows the VRRP master (root, namespaces)", .serialized)
 struct DSRVIPOwnershipTests {
     static let vip = "10.201.0.150"
+    static let kernelVIP = "10.201.0.151"
     static func mac(_ node: Int) -> String { "02:00:00:00:01:0\(2 + node)" }
 
     static func config(lab: NamespaceLab, node: Int) -> String {
@@ -28,7 +30,7 @@ struct DSRVIPOwnershipTests {
             virtual_router_id: 53
             priority: \(node == 0 ? 200 : 100)
             advert_interval: 100ms
-            vips: [\(vip)/32]
+            vips: [\(vip)/32, \(kernelVIP)/32]
             preempt: false
         """
     }
@@ -94,8 +96,13 @@ struct DSRVIPOwnershipTests {
             let reached = try await eventually(within: .seconds(15)) { try await state(lab, node) == expected }
             #expect(reached, "lb\(node) becomes \(expected)")
         }
-        // The kernel holds the VIP on neither node: it is owned in the packet plane.
+        // The kernel holds the DSR VIP on neither node: it is owned in the packet plane. The other VIP is on the
+        // master's kernel only.
         for node in 0...1 { #expect(try await !lab.holds(node, Self.vip), "lb\(node)'s kernel holds the VIP") }
+        #expect(
+            try await eventually(within: .seconds(5)) { try await lab.holds(0, Self.kernelVIP) },
+            "the master's kernel holds the non-DSR VIP")
+        #expect(try await !lab.holds(1, Self.kernelVIP), "the backup's kernel does not hold the non-DSR VIP")
 
         // Three fresh resolutions: only the master answers, so the entry is its MAC each time.
         for attempt in 0..<3 {
@@ -113,6 +120,10 @@ struct DSRVIPOwnershipTests {
             return (try await lab.neighbour(3, Self.vip) ?? "").contains(Self.mac(1))
         }
         #expect(moved, "after takeover the client reaches the VIP at lb1's MAC")
+        #expect(
+            try await eventually(within: .seconds(5)) { try await lab.holds(1, Self.kernelVIP) },
+            "the new master's kernel holds the non-DSR VIP")
+        #expect(try await !lab.holds(1, Self.vip), "the new master's kernel does not hold the DSR VIP")
         let entry = try await lab.neighbour(3, Self.vip) ?? ""
         print("DSR VIP ownership: after takeover the client's entry is \(entry)")
     }
