@@ -72,7 +72,7 @@ struct ServerTests {
                 tasks.addTask {
                     try await LoadDriver.run(port: harness.port, requests: 3000, concurrency: 8, group: harness.group)
                 }
-                #expect(await eventually { victim.requests >= 100 })
+                #expect(await eventually(within: trafficArrivalBound) { victim.requests >= 100 })
                 try await victim.stop()
                 let stopped = ContinuousClock.now
                 // fall × interval + the timeout of a probe in flight when it died + scheduling slack.
