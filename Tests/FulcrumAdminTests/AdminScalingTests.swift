@@ -43,13 +43,13 @@ struct AdminScalingTests {
                 tasks.addTask {
                     try await LoadDriver.run(port: harness.port, requests: 3000, concurrency: 8, group: harness.group)
                 }
-                #expect(await eventually { harness.backends[0].requests >= 100 })
+                #expect(await eventually(within: trafficArrivalBound) { harness.backends[0].requests >= 100 })
                 let response = try await harness.call(
                     "POST", "/api/v1/pools/web/backends", body: #"{"address":"\#(address)","healthy":true}"#)
                 #expect(response.status == 201, "\(response.json.serialized)")
                 #expect(response.json["state"] == "up")
                 #expect(
-                    try await eventually {
+                    try await eventually(within: trafficArrivalBound) {
                         (try await harness.backendsJSON()[address]?["requests"]?.intValue ?? 0) >= 50
                     })
                 let report = try #require(try await tasks.next())
@@ -74,7 +74,7 @@ struct AdminScalingTests {
                 tasks.addTask {
                     try await LoadDriver.run(port: harness.port, requests: 3000, concurrency: 8, group: harness.group)
                 }
-                #expect(await eventually { harness.backends[0].requests >= 100 })
+                #expect(await eventually(within: trafficArrivalBound) { harness.backends[0].requests >= 100 })
                 let response = try await harness.call("DELETE", "/api/v1/pools/web/backends/\(victim)?timeout=5s")
                 #expect(response.status == 200, "\(response.json.serialized)")
                 #expect(response.json["removed"] == .string(victim))

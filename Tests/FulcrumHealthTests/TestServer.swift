@@ -1,4 +1,5 @@
 import FulcrumCore
+import FulcrumTestSupport
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -25,8 +26,11 @@ final class TestServer: Sendable {
 
     var endpoint: Endpoint { Endpoint(address: .v4(0x7F00_0001), port: UInt16(port)) }
 
-    /// Binds 127.0.0.1:`port` (0: any free port).
-    static func start(group: any EventLoopGroup, port: Int = 0, mode: Mode) async throws -> TestServer {
+    /// Binds 127.0.0.1:`port` (nil: a free port below the ephemeral range, see `freeLoopbackPort`). Tests stop
+    /// servers and then expect their port to refuse, or bind it again; a port-0 pick could meanwhile be handed
+    /// to another test's port-0 bind (seen with suites in parallel: probes of a stopped server passed).
+    static func start(group: any EventLoopGroup, port: Int? = nil, mode: Mode) async throws -> TestServer {
+        guard let port = port ?? freeLoopbackPort() else { throw TestServerError.noFreePort }
         let connections = ConnectionLog()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -49,6 +53,10 @@ final class TestServer: Sendable {
             try? await child.close()
         }
     }
+}
+
+enum TestServerError: Error {
+    case noFreePort
 }
 
 /// What a `TestServer` saw: connections opened and closed, and the requests received.

@@ -71,3 +71,8 @@ public func runProcess(_ executable: URL, _ arguments: [String]) async throws ->
             stderr: String(decoding: stderr, as: UTF8.self))
     }
 }
+
+/// Bound for waiting until a load driver running in the background has sent some traffic. Run in parallel with
+/// other suites on a busy 2-core machine, the first hundred requests took over 5 s (the default bound); how fast
+/// they come is not what those tests measure, and the wait still ends as soon as the traffic is there.
+public let trafficArrivalBound = Duration.seconds(30)
