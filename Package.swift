@@ -192,7 +192,7 @@ let package = Package(
         .testTarget(
             name: "FulcrumProxyTests",
             dependencies: [
-                "FulcrumProxy", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
+                "FulcrumTestSupport", "FulcrumProxy", "FulcrumCore", "FulcrumConfig", "FulcrumDemo",
                 .nioCore,
                 .nioPosix,
                 .nioHTTP1,

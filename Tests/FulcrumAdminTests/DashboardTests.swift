@@ -70,8 +70,10 @@ enum Chromium {
         var timedOut = false
         if exited.wait(timeout: .now() + timeout) == .timedOut {
             timedOut = true
+            // Chromium's helpers (zygote, renderer) share its process group (Foundation starts it as a group
+            // leader): kill them all, or one holding an inherited descriptor keeps the wait below open.
             let pid = process.processIdentifier
-            kill(pid, SIGKILL)
+            kill(getpgid(pid) == pid ? -pid : pid, SIGKILL)
             exited.wait()
         }
         return (

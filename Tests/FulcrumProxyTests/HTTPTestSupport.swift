@@ -1,6 +1,7 @@
 import FulcrumConfig
 import FulcrumCore
 import FulcrumDemo
+import FulcrumTestSupport
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -89,12 +90,10 @@ struct HTTPProxyHarness: Sendable {
     var totalConnections: Int { backends.reduce(0) { $0 + $1.connectionsAccepted } }
 }
 
-/// A 127.0.0.1 endpoint nothing listens on (bound, then closed): connecting to it is refused.
+/// A 127.0.0.1 endpoint nothing listens on: connecting to it is refused. The port is drawn below the ephemeral
+/// range (`freeLoopbackPort`), so no other test's bind to port 0 takes it meanwhile.
 func httpRefusedEndpoint(group: any EventLoopGroup) async throws -> Endpoint {
-    let channel = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress?.port ?? 1
-    try await channel.close()
-    return Endpoint(address: .v4(0x7F00_0001), port: UInt16(port))
+    Endpoint(address: .v4(0x7F00_0001), port: UInt16(try #require(freeLoopbackPort())))
 }
 
 /// Fails with `HTTPTestTimeout` when `body` takes longer than `seconds`.
