@@ -42,11 +42,21 @@ final class PacketPlane {
             logger.info("virtual service stopped", metadata: ["virtual_service": .string(key)])
         }
         var natIndex = 0
+        var vxlanIndex = 0
         for vs in config.virtualServices {
             let key = Self.key(vs)
-            // A NAT service without `interface` gets the next free default TUN name (fnat0, fnat1, ...).
-            let tunName = vs.forwarding == .nat ? (vs.interface ?? "fnat\(natIndex)") : nil
-            if vs.forwarding == .nat && vs.interface == nil { natIndex += 1 }
+            // A NAT service without `interface` gets the next free default TUN name (fnat0, fnat1, ...); a VXLAN
+            // tunnel service the next TAP name (fvx0, fvx1, ...) for its outer frames.
+            let tunName: String?
+            if vs.forwarding == .nat {
+                tunName = vs.interface ?? "fnat\(natIndex)"
+                if vs.interface == nil { natIndex += 1 }
+            } else if vs.forwarding == .tunnel && vs.encapsulation == .vxlan {
+                tunName = "fvx\(vxlanIndex)"
+                vxlanIndex += 1
+            } else {
+                tunName = nil
+            }
             guard let pool = pools[vs.pool] else { continue }
             if let existing = services[key], existing.config == vs, existing.pool === pool,
                 existing.worker != nil
@@ -68,11 +78,18 @@ final class PacketPlane {
                 let worker = try Self.makeWorker(vs, pool: pool, tunName: tunName, answersARP: answersARP(vs))
                 try worker.start()
                 services[key] = Running(config: vs, pool: pool, worker: worker)
+                var device = tunName ?? vs.interface ?? ""
+                if let tunnel = worker as? TunnelVirtualService {
+                    // Which output the tunnel got: whole GSO frames into the TAP, or the software split.
+                    device =
+                        tunnel.device.map { "\(vs.interface ?? "") -> \($0.name) (tunnel GSO)" }
+                        ?? "\(vs.interface ?? "") -> raw socket (software segmentation)"
+                }
                 logger.info(
                     "virtual service running",
                     metadata: [
                         "virtual_service": .string(key), "forwarding": .string(Self.modeName(vs)),
-                        "pool": .string(vs.pool), "device": .string(tunName ?? vs.interface ?? ""),
+                        "pool": .string(vs.pool), "device": .string(device),
                     ])
             } catch {
                 if initial {
@@ -147,7 +164,7 @@ final class PacketPlane {
             return try TunnelVirtualService(
                 settings: TunnelSettings(
                     frame: FrameServiceSettings(service: service, localMAC: .zero), kind: kind, localAddress: source),
-                pool: pool, interface: interface)
+                pool: pool, interface: interface, deviceName: tunName)
         }
     }
 

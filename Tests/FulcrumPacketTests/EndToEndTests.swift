@@ -57,6 +57,11 @@ let isRoot = geteuid() == 0
         print("\(mode) bulk: \(running.summary)")
         // Under bulk load a decapsulator may lose a burst (TCP retransmits it): exactness is checked above.
         try running.checkConsistency(everyPacketDecapsulated: false)
+        if mode == "vxlan" {
+            // The upload's super-frames went whole into the TAP device (the kernel segmented them), not split.
+            #expect(running.tunnelUsesTAP, "VXLAN runs on the TAP path (kernel with UDP-tunnel GSO on TAP)")
+            #expect(running.gsoFramesWhole > 0, "whole GSO frames: \(running.summary)")
+        }
     }
 }
 
@@ -235,6 +240,12 @@ final class RunningMode {
     var flowsCreated: UInt64 {
         nat?.statistics.flows.created ?? dsr?.statistics.flows.created ?? tunnel?.statistics.flows.created ?? 0
     }
+
+    /// Whether the tunnel service writes into its TAP device (VXLAN's whole-frame path).
+    var tunnelUsesTAP: Bool { tunnel?.usesTAP ?? false }
+
+    /// GSO super-frames the tunnel service handed to the kernel whole.
+    var gsoFramesWhole: UInt64 { tunnel?.statistics.forwarding.gsoFramesWhole ?? 0 }
 
     var drops: DropCounters {
         nat?.statistics.drops ?? dsr?.statistics.drops ?? tunnel?.statistics.drops ?? DropCounters()

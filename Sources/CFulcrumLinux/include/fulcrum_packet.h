@@ -25,6 +25,10 @@ static const short fulcrum_IFF_VNET_HDR = IFF_VNET_HDR;
 static const unsigned int fulcrum_TUN_F_CSUM = TUN_F_CSUM;
 static const unsigned int fulcrum_TUN_F_TSO4 = TUN_F_TSO4;
 static const unsigned int fulcrum_TUN_F_TSO_ECN = TUN_F_TSO_ECN;
+// UDP-tunnel GSO on TUN/TAP (Linux 6.17+); the system headers here predate it, the values are kernel ABI
+// (include/uapi/linux/if_tun.h).
+static const unsigned int fulcrum_TUN_F_UDP_TUNNEL_GSO = 0x080;
+static const unsigned int fulcrum_TUN_F_UDP_TUNNEL_GSO_CSUM = 0x100;
 static const uint16_t fulcrum_ETH_P_ALL = ETH_P_ALL;
 static const uint16_t fulcrum_ETH_P_IP = ETH_P_IP;
 static const uint16_t fulcrum_ETH_P_ARP = ETH_P_ARP;
@@ -79,6 +83,23 @@ static inline int fulcrum_tun_open(const char *name, short flags, char *actual_n
     }
     if (actual_name != NULL) memcpy(actual_name, ifr.ifr_name, IFNAMSIZ);
     return fd;
+}
+
+/// TUNSETVNETHDRSZ: the size of the virtio_net_hdr before every packet (24 for
+/// `virtio_net_hdr_v1_hash_tunnel`, which UDP-tunnel GSO needs). Returns 0 or -errno.
+static inline int fulcrum_tun_set_vnet_header_size(int fd, int size) {
+    return ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 ? -errno : 0;
+}
+
+/// The hardware address of interface `name` (6 bytes into `mac`) with `fd`, any socket of its namespace;
+/// 0 or -errno.
+static inline int fulcrum_link_mac(int fd, const char *name, uint8_t *mac) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, SIOCGIFHWADDR, &ifr) < 0) return -errno;
+    memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+    return 0;
 }
 
 /// Sets interface `name` up (IFF_UP, as `ip link set NAME up`) with `fd`, any socket of the namespace the
