@@ -30,6 +30,16 @@ let isRoot = geteuid() == 0
                 "/usr/sbin/ip", ["-n", running.lab.client, "neigh", "show", "10.200.0.100"])
             #expect(neighbor.stdout.contains("02:00:00:00:00:02"), "\(neighbor.stdout)")
         }
+        if mode == "vxlan" {
+            // Only the TAP forwards: the balancer's kernel must not route the VIP's frames it also receives.
+            let forwarding = try running.lab.run(
+                "/usr/sbin/ip",
+                [
+                    "netns", "exec", running.lab.lb, "sysctl", "-n", "net.ipv4.ip_forward",
+                    "net.ipv4.conf.eth0.forwarding", "net.ipv4.conf.fvx0.forwarding", "net.ipv4.conf.fvx0.accept_local",
+                ])
+            #expect(forwarding.stdout.split(separator: "\n") == ["0", "0", "1", "1"], "\(forwarding.stdout)")
+        }
     }
 
     /// A 20 MB download and a 5 MB upload arrive byte-identical: the download exercises the NAT return path,
