@@ -35,6 +35,7 @@ static const uint16_t fulcrum_ETH_P_ARP = ETH_P_ARP;
 static const int fulcrum_SOL_PACKET = SOL_PACKET;
 static const int fulcrum_PACKET_VNET_HDR = PACKET_VNET_HDR;
 static const int fulcrum_PACKET_FANOUT = PACKET_FANOUT;
+static const int fulcrum_PACKET_IGNORE_OUTGOING = PACKET_IGNORE_OUTGOING;
 // Fanout modes live in <linux/if_packet.h>, which clashes with glibc's <netpacket/packet.h> (both define
 // sockaddr_ll): the values are kernel ABI, copied here.
 static const int fulcrum_PACKET_FANOUT_HASH = 0;
