@@ -42,26 +42,28 @@ final class PacketPlane {
             logger.info("virtual service stopped", metadata: ["virtual_service": .string(key)])
         }
         var natIndex = 0
-        var vxlanIndex = 0
+        // TAP names of VXLAN workers that keep running through this apply: a (re)started one takes a free name.
+        var tapNamesInUse = Set(
+            services.compactMap { key, running -> String? in
+                guard wanted[key] == running.config, pools[running.config.pool] === running.pool else { return nil }
+                return (running.worker as? TunnelVirtualService)?.device?.name
+            })
         for vs in config.virtualServices {
             let key = Self.key(vs)
-            // A NAT service without `interface` gets the next free default TUN name (fnat0, fnat1, ...); a VXLAN
-            // tunnel service the next TAP name (fvx0, fvx1, ...) for its outer frames.
-            let tunName: String?
-            if vs.forwarding == .nat {
-                tunName = vs.interface ?? "fnat\(natIndex)"
-                if vs.interface == nil { natIndex += 1 }
-            } else if vs.forwarding == .tunnel && vs.encapsulation == .vxlan {
-                tunName = "fvx\(vxlanIndex)"
-                vxlanIndex += 1
-            } else {
-                tunName = nil
-            }
+            // A NAT service without `interface` gets the next free default TUN name (fnat0, fnat1, ...).
+            var tunName = vs.forwarding == .nat ? (vs.interface ?? "fnat\(natIndex)") : nil
+            if vs.forwarding == .nat && vs.interface == nil { natIndex += 1 }
             guard let pool = pools[vs.pool] else { continue }
             if let existing = services[key], existing.config == vs, existing.pool === pool,
                 existing.worker != nil
             {
                 continue
+            }
+            if vs.forwarding == .tunnel && vs.encapsulation == .vxlan {
+                // A VXLAN tunnel's TAP device for its outer frames: the lowest free of fvx0, fvx1, ...
+                let name = (0...).lazy.map { "fvx\($0)" }.first { !tapNamesInUse.contains($0) } ?? "fvx0"
+                tapNamesInUse.insert(name)
+                tunName = name
             }
             // Stopped and released first: a NAT restart reopens the same TUN name, which the old fd still holds.
             services[key]?.worker?.stop()
