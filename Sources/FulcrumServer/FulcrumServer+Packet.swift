@@ -81,6 +81,11 @@ final class PacketPlane {
                 try worker.start()
                 services[key] = Running(config: vs, pool: pool, worker: worker)
                 var device = tunName ?? vs.interface ?? ""
+                if let tunnel = worker as? TunnelVirtualService, let reason = tunnel.fallbackReason {
+                    logger.warning(
+                        "VXLAN super-frames are split in software (about 10x slower in bulk): \(reason)",
+                        metadata: ["virtual_service": .string(key)])
+                }
                 if let tunnel = worker as? TunnelVirtualService {
                     // Which output the tunnel got: whole GSO frames into the TAP, or the software split.
                     device =

@@ -502,6 +502,8 @@ final class NamespaceLab: @unchecked Sendable {
     /// `advmss` clamps the MSS the backends announce so encapsulated segments fit the 1500-byte underlay.
     func configureForTunnel(vxlanMAC: String?, advmss: Int) throws {
         try configureForDSR()
+        // Loose reverse-path filtering, as systemd sets it on most hosts: VXLAN's TAP must work under it.
+        if vxlanMAC != nil { try sysctl(lb, "net.ipv4.conf.all.rp_filter=2") }
         for (name, address, _) in backends {
             let ns = "\(prefix)-\(name)"
             try sysctl(ns, "net.ipv4.conf.all.rp_filter=0")

@@ -92,17 +92,6 @@ static inline int fulcrum_tun_set_vnet_header_size(int fd, int size) {
     return ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 ? -errno : 0;
 }
 
-/// The hardware address of interface `name` (6 bytes into `mac`) with `fd`, any socket of its namespace;
-/// 0 or -errno.
-static inline int fulcrum_link_mac(int fd, const char *name, uint8_t *mac) {
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof(ifr));
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    if (ioctl(fd, SIOCGIFHWADDR, &ifr) < 0) return -errno;
-    memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
-    return 0;
-}
-
 /// Sets interface `name` up (IFF_UP, as `ip link set NAME up`) with `fd`, any socket of the namespace the
 /// interface is in; 0 or -errno.
 static inline int fulcrum_link_up(int fd, const char *name) {

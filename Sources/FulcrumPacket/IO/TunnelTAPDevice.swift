@@ -14,7 +14,15 @@ import Glibc
 /// (`forwarding=1`), accept our own address as the source (`accept_local=1`) and skip the reverse-path
 /// check (`rp_filter=0`); the VIP's interface keeps `forwarding=0`, so the kernel never forwards the VIP's
 /// frames itself. Nothing is read from the device; IPv6 is switched off on it so it sends nothing.
+///
+/// The effective `rp_filter` is the larger of the device's and `all`'s: under loose mode (`all.rp_filter=2`,
+/// systemd's default) the kernel drops frames from a device without any IPv4 address, so the device gets
+/// `placeholderAddress` (scope host). Strict mode (`all.rp_filter=1`) drops them regardless
+/// (`strictReversePathFilter`): the tunnel service then uses its raw-socket path.
 public final class TunnelTAPDevice: Sendable {
+    /// 192.0.0.8/32, the IPv4 dummy address (RFC 7600): never routed, never a source we choose.
+    public static let placeholderAddress: UInt32 = 0xC000_0008
+
     public let fd: Int32
     public let name: String
     /// The device's MAC address: the destination of the frames we write (the kernel's own, so it takes them).
@@ -43,7 +51,7 @@ public final class TunnelTAPDevice: Sendable {
         guard socketFD >= 0 else { throw fail("socket", errno) }
         defer { close(socketFD) }
         var m = [UInt8](repeating: 0, count: 6)
-        rc = fulcrum_link_mac(socketFD, deviceName, &m)
+        rc = fulcrum_if_hwaddr(socketFD, deviceName, &m)
         guard rc == 0 else { throw fail("SIOCGIFHWADDR", -rc) }
         self.fd = fd
         self.name = deviceName
@@ -51,8 +59,33 @@ public final class TunnelTAPDevice: Sendable {
         // IPv6 off first (router solicitations would queue up unread); a host without IPv6 has no such file.
         _ = try? Self.writeSysctl("net/ipv6/conf/\(deviceName)/disable_ipv6", "1")
         try configureForwarding()
+        try addPlaceholderAddress()
         rc = fulcrum_link_up(socketFD, deviceName)
         guard rc == 0 else { throw PacketIOError("set TAP \(deviceName) up", errno: -rc) }
+    }
+
+    /// Whether the calling thread's namespace filters reverse paths strictly (`net.ipv4.conf.all.rp_filter=1`),
+    /// which drops every frame the TAP forwards (its source is our own address, reached through another device).
+    public static func strictReversePathFilter() -> Bool {
+        let fd = open("/proc/sys/net/ipv4/conf/all/rp_filter", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var byte: UInt8 = 0
+        return read(fd, &byte, 1) == 1 && byte == UInt8(ascii: "1")
+    }
+
+    /// `placeholderAddress`/32 with scope host on the device (see the type's documentation).
+    private func addPlaceholderAddress() throws(PacketIOError) {
+        let index = if_nametoindex(name)
+        guard index > 0 else { throw PacketIOError("if_nametoindex \(name)", errno: errno) }
+        let nl = fulcrum_nl_open(1000)
+        guard nl >= 0 else { throw PacketIOError("netlink socket for TAP \(name)", errno: -nl) }
+        defer { close(nl) }
+        let rc = fulcrum_nl_ipv4_address_scoped(
+            nl, 1, Int32(index), Self.placeholderAddress.bigEndian, 32, fulcrum_RT_SCOPE_HOST, 1)
+        guard rc == 0 || rc == -EEXIST else {
+            throw PacketIOError("add 192.0.0.8/32 to TAP \(name) (for loose rp_filter)", errno: -rc)
+        }
     }
 
     /// forwarding=1, accept_local=1, rp_filter=0 for this device only (see the type's documentation).

@@ -37,6 +37,8 @@ public final class TunnelVirtualService: Sendable {
     public let output: RawIPSocket
     /// The TAP device of the whole-frame path (VXLAN), nil on the split path.
     public let device: TunnelTAPDevice?
+    /// Why a VXLAN service runs on the split path although it asked for a TAP (for the operator's log).
+    public let fallbackReason: String?
     private let stopping = Atomic<Bool>(false)
     private let published = Mutex(Statistics())
     private let worker = Mutex<WorkerThread?>(nil)
@@ -45,7 +47,8 @@ public final class TunnelVirtualService: Sendable {
 
     /// `settings.frame.localMAC` is replaced by the interface's MAC and `settings.output` by the device's.
     /// A VXLAN service opens TAP `deviceName` (nil: the raw-socket path); when the kernel cannot do UDP-tunnel
-    /// GSO on it (EINVAL), the service falls back to the raw-socket path (`usesTAP` says which one runs).
+    /// GSO on it (EINVAL) or filters reverse paths strictly, the service falls back to the raw-socket path
+    /// (`usesTAP` says which one runs, `fallbackReason` why).
     public init(
         settings: TunnelSettings, pool: Pool, interface: String, networkNamespace: String? = nil,
         deviceName: String? = "fvx0"
@@ -54,21 +57,27 @@ public final class TunnelVirtualService: Sendable {
         var isVXLAN = false
         if case .vxlan = settings.kind { isVXLAN = true }
         let tapName = isVXLAN ? deviceName : nil
-        let open = { @Sendable () throws(PacketIOError) -> (PacketSocket, RawIPSocket, TunnelTAPDevice?) in
+        typealias Opened = (PacketSocket, RawIPSocket, TunnelTAPDevice?, String?)
+        let open = { @Sendable () throws(PacketIOError) -> Opened in
             var tap: TunnelTAPDevice?
+            var fallback: String?
             if let tapName {
-                do throws(PacketIOError) {
-                    tap = try TunnelTAPDevice(name: tapName)
-                } catch  where error.errno == EINVAL {
-                    tap = nil
+                if TunnelTAPDevice.strictReversePathFilter() {
+                    fallback = "net.ipv4.conf.all.rp_filter=1 (strict) would drop what TAP \(tapName) forwards"
+                } else {
+                    do throws(PacketIOError) {
+                        tap = try TunnelTAPDevice(name: tapName)
+                    } catch  where error.errno == EINVAL {
+                        fallback = "no UDP-tunnel GSO on TAP in this kernel (\(error))"
+                    }
                 }
             }
-            return (try PacketSocket(interface: interface), try RawIPSocket(), tap)
+            return (try PacketSocket(interface: interface), try RawIPSocket(), tap, fallback)
         }
         if let networkNamespace {
-            (socket, output, device) = try NetworkNamespace.perform(path: networkNamespace, open)
+            (socket, output, device, fallbackReason) = try NetworkNamespace.perform(path: networkNamespace, open)
         } else {
-            (socket, output, device) = try open()
+            (socket, output, device, fallbackReason) = try open()
         }
         var s = settings
         s.frame.localMAC = socket.mac
