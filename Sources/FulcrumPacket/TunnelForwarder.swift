@@ -7,32 +7,61 @@ public struct TunnelSettings: Sendable, Equatable {
         case vxlan(Encapsulation.VXLAN)
     }
 
+    /// Where the outer packets go.
+    public enum Output: Sendable, Equatable {
+        /// Complete outer IPv4 packets, for a raw socket with IP_HDRINCL: GSO super-frames are split first.
+        case rawSocket
+        /// Frames for a TAP device with UDP-tunnel GSO (`VirtioNetTunnelHeader`, then an Ethernet header to
+        /// `mac`, the TAP's own address, then the outer packet): VXLAN super-frames go whole, the kernel segments.
+        case tap(mac: MACAddress)
+    }
+
     public var frame: FrameServiceSettings
     public var kind: Kind
     /// Outer source address (the balancer's address on the underlay).
     public var localAddress: UInt32
     /// Underlay MTU: larger outer packets are counted in `exceedsMTU` (they leave fragmented).
     public var mtu: Int
+    public var output: Output
 
-    public init(frame: FrameServiceSettings, kind: Kind, localAddress: UInt32, mtu: Int = 1500) {
+    public init(
+        frame: FrameServiceSettings, kind: Kind, localAddress: UInt32, mtu: Int = 1500, output: Output = .rawSocket
+    ) {
         self.frame = frame
         self.kind = kind
         self.localAddress = localAddress
         self.mtu = mtu
+        self.output = output
     }
 
+    /// Bytes of outer headers in front of the inner IPv4 packet.
     public var overhead: Int {
         switch kind {
         case .ipip: return Encapsulation.ipipOverhead
         case .vxlan: return Encapsulation.vxlanOverhead
         }
     }
+
+    /// Bytes in front of the outer packet: the TAP's virtio_net_hdr and Ethernet header, or nothing.
+    public var deviceHeaderLength: Int {
+        switch output {
+        case .rawSocket: return 0
+        case .tap: return VirtioNetTunnelHeader.length + Ethernet.headerLength
+        }
+    }
+
+    /// Bytes the forwarder writes in front of an inner IPv4 packet (the headroom `process` needs).
+    public var headroom: Int { overhead + deviceHeaderLength }
 }
 
-/// Tunnel mode: frames for the VIP (from AF_PACKET with the virtio_net_hdr) are made plain — partial
-/// checksums finished, GSO super-frames split — and each IPv4 packet is encapsulated to the backend's
-/// address (IPIP or VXLAN). Outer packets are handed to `emit` as complete IPv4 packets (for a raw socket
-/// with IP_HDRINCL). The backend decapsulates and answers the client directly.
+/// Tunnel mode: frames for the VIP (from AF_PACKET with the virtio_net_hdr) are encapsulated to the backend's
+/// address (IPIP or VXLAN). The backend decapsulates and answers the client directly.
+///
+/// With `Output.rawSocket` packets are made plain first — partial checksums finished, GSO super-frames split
+/// — and `emit` gets complete outer IPv4 packets. With `Output.tap` (VXLAN) a TCP/IPv4 super-frame gets one
+/// set of outer headers for all of it and a `VirtioNetTunnelHeader` telling the kernel to segment it (or to
+/// pass it whole through a veth): one write per up to 64 KB instead of one packet per MSS. Other packets
+/// (and super-frames too big for one outer IPv4 packet, which are split) get a header without offloads.
 public final class TunnelForwarder {
     public let settings: TunnelSettings
     public let pinning: BackendFlows
@@ -45,9 +74,10 @@ public final class TunnelForwarder {
         pinning = BackendFlows(capacity: settings.frame.flowCapacity, timeouts: settings.frame.timeouts)
     }
 
-    /// Processes the frame at `frameStart..<frameStart+length` of `p` (which must leave `settings.overhead`
-    /// bytes of headroom before the frame's IP header, beyond its Ethernet header, for the in-place path).
-    /// `scratch` receives GSO segments (one at a time). `emit(buffer, range)` sends one outer packet.
+    /// Processes the frame at `frameStart..<frameStart+length` of `p`, which must leave `settings.headroom`
+    /// bytes before the frame's IP header (its Ethernet header counts) for the in-place path. `scratch`
+    /// receives split GSO segments (one at a time). `emit(buffer, range)` sends one outer packet (raw socket)
+    /// or one frame for the TAP, header included.
     public func process(
         _ p: PacketBytes, frameStart: Int, length: Int, offload: VirtioNetHeader?, snapshot: PoolSnapshot,
         now: UInt64, scratch: PacketBytes, emit: (PacketBytes, Range<Int>) -> Void
@@ -69,10 +99,19 @@ public final class TunnelForwarder {
                     guard h.gsoType & ~VirtioNetHeader.gsoECN == VirtioNetHeader.gsoTCPv4 else {
                         throw .unsupportedGSO
                     }
+                    if let range = try encapsulateWhole(
+                        p, ip: ip, tcp: transport, header: h, destination: destination, flowHash: flowHash)
+                    {
+                        emit(p, range)
+                        counters.gsoFramesWhole &+= 1
+                        counters.packetsIn &+= 1
+                        counters.bytesIn &+= UInt64(ip.totalLength)
+                        return .emitted(segments: 1)
+                    }
                     var failure: DropReason?
                     let n = try Offload.segmentTCPv4(
                         p, ip: ip, tcp: transport, mss: Int(h.gsoSize), scratch: scratch,
-                        headroom: settings.overhead
+                        headroom: settings.headroom
                     ) { segment in
                         do throws(DropReason) {
                             let range = try encapsulate(scratch, segment, destination: destination, flowHash: flowHash)
@@ -119,6 +158,61 @@ public final class TunnelForwarder {
                 sourcePort: Encapsulation.vxlanSourcePort(flowHash: flowHash), identification: identification)
         }
         if range.count > settings.mtu { counters.exceedsMTU &+= 1 }
-        return range
+        return try frameForDevice(p, outer: range, tunnel: nil)
+    }
+
+    /// The whole-frame path (`Output.tap`, VXLAN, TCP/IPv4 GSO): outer headers once in front of the
+    /// super-frame and a tunnel GSO header for the kernel. Nil when the frame must be split instead (another
+    /// output or encapsulation, or an outer packet above 65535 bytes).
+    private func encapsulateWhole(
+        _ p: PacketBytes, ip: IPv4Info, tcp: TransportInfo, header h: VirtioNetHeader, destination: UInt32,
+        flowHash: UInt64
+    ) throws(DropReason) -> Range<Int>? {
+        guard case .tap = settings.output, case .vxlan(let vxlan) = settings.kind,
+            ip.proto == IPProtocolNumber.tcp, ip.totalLength + Encapsulation.vxlanOverhead <= 65535
+        else { return nil }
+        let mss = Int(h.gsoSize)
+        guard mss >= Offload.minimumSegmentSize else { throw .badOffloadHeader }
+        // The kernel finishes the inner TCP checksum per segment from the pseudo-header sum (what Linux's TCP
+        // leaves there for a partial checksum; a GRO frame with a complete checksum of its first segment gets
+        // it too).
+        Offload.refreshPseudoHeaderChecksum(p, ip: ip, transport: tcp)
+        // The kernel numbers the segments' outer IP ids from ours: reserve one per segment.
+        let headers = ip.headerLength + tcp.headerLength
+        let payload = ip.totalLength - headers
+        let segments = max(1, (payload + mss - 1) / mss)
+        let identification = self.identification &+ 1
+        self.identification &+= UInt16(truncatingIfNeeded: segments)
+        let outer = try Encapsulation.vxlan(
+            p, inner: ip, settings: vxlan, source: settings.localAddress, destination: destination,
+            sourcePort: Encapsulation.vxlanSourcePort(flowHash: flowHash), identification: identification)
+        // Every full segment, and a short last one, is an outer packet of its own on the wire.
+        let fullSize = headers + mss + Encapsulation.vxlanOverhead
+        if fullSize > settings.mtu { counters.exceedsMTU &+= UInt64(payload / mss) }
+        if payload % mss != 0, headers + payload % mss + Encapsulation.vxlanOverhead > settings.mtu {
+            counters.exceedsMTU &+= 1
+        }
+        let frameStart = outer.lowerBound - Ethernet.headerLength
+        let outerUDP = outer.lowerBound + IPv4Header.minLength
+        let tunnel = VirtioNetTunnelHeader.vxlanTCPv4(
+            outerTransportOffset: outerUDP - frameStart, innerNetworkOffset: ip.offset - frameStart,
+            innerTransportOffset: tcp.offset - frameStart, innerHeadersEnd: tcp.offset + tcp.headerLength - frameStart,
+            segmentSize: h.gsoSize, ecn: h.gsoType & VirtioNetHeader.gsoECN != 0)
+        return try frameForDevice(p, outer: outer, tunnel: tunnel)
+    }
+
+    /// For `Output.tap`: writes the virtio_net_hdr (`tunnel`, or one without offloads) and an Ethernet header
+    /// to the TAP's MAC in front of the outer packet `outer`; returns the whole frame. Unchanged otherwise.
+    private func frameForDevice(
+        _ p: PacketBytes, outer: Range<Int>, tunnel: VirtioNetTunnelHeader?
+    ) throws(DropReason) -> Range<Int> {
+        guard case .tap(let mac) = settings.output else { return outer }
+        let ethernet = outer.lowerBound - Ethernet.headerLength
+        let start = ethernet - VirtioNetTunnelHeader.length
+        guard start >= 0 else { throw .tooBig }
+        (tunnel ?? VirtioNetTunnelHeader()).write(into: p, at: start)
+        Ethernet.write(
+            into: p, at: ethernet, destination: mac, source: settings.frame.localMAC, etherType: Ethernet.typeIPv4)
+        return start..<outer.upperBound
     }
 }

@@ -42,16 +42,28 @@ final class PacketPlane {
             logger.info("virtual service stopped", metadata: ["virtual_service": .string(key)])
         }
         var natIndex = 0
+        // TAP names of VXLAN workers that keep running through this apply: a (re)started one takes a free name.
+        var tapNamesInUse = Set(
+            services.compactMap { key, running -> String? in
+                guard wanted[key] == running.config, pools[running.config.pool] === running.pool else { return nil }
+                return (running.worker as? TunnelVirtualService)?.device?.name
+            })
         for vs in config.virtualServices {
             let key = Self.key(vs)
             // A NAT service without `interface` gets the next free default TUN name (fnat0, fnat1, ...).
-            let tunName = vs.forwarding == .nat ? (vs.interface ?? "fnat\(natIndex)") : nil
+            var tunName = vs.forwarding == .nat ? (vs.interface ?? "fnat\(natIndex)") : nil
             if vs.forwarding == .nat && vs.interface == nil { natIndex += 1 }
             guard let pool = pools[vs.pool] else { continue }
             if let existing = services[key], existing.config == vs, existing.pool === pool,
                 existing.worker != nil
             {
                 continue
+            }
+            if vs.forwarding == .tunnel && vs.encapsulation == .vxlan {
+                // A VXLAN tunnel's TAP device for its outer frames: the lowest free of fvx0, fvx1, ...
+                let name = (0...).lazy.map { "fvx\($0)" }.first { !tapNamesInUse.contains($0) } ?? "fvx0"
+                tapNamesInUse.insert(name)
+                tunName = name
             }
             // Stopped and released first: a NAT restart reopens the same TUN name, which the old fd still holds.
             services[key]?.worker?.stop()
@@ -68,11 +80,23 @@ final class PacketPlane {
                 let worker = try Self.makeWorker(vs, pool: pool, tunName: tunName, answersARP: answersARP(vs))
                 try worker.start()
                 services[key] = Running(config: vs, pool: pool, worker: worker)
+                var device = tunName ?? vs.interface ?? ""
+                if let tunnel = worker as? TunnelVirtualService, let reason = tunnel.fallbackReason {
+                    logger.warning(
+                        "VXLAN super-frames are split in software (about 10x slower in bulk): \(reason)",
+                        metadata: ["virtual_service": .string(key)])
+                }
+                if let tunnel = worker as? TunnelVirtualService {
+                    // Which output the tunnel got: whole GSO frames into the TAP, or the software split.
+                    device =
+                        tunnel.device.map { "\(vs.interface ?? "") -> \($0.name) (tunnel GSO)" }
+                        ?? "\(vs.interface ?? "") -> raw socket (software segmentation)"
+                }
                 logger.info(
                     "virtual service running",
                     metadata: [
                         "virtual_service": .string(key), "forwarding": .string(Self.modeName(vs)),
-                        "pool": .string(vs.pool), "device": .string(tunName ?? vs.interface ?? ""),
+                        "pool": .string(vs.pool), "device": .string(device),
                     ])
             } catch {
                 if initial {
@@ -147,7 +171,7 @@ final class PacketPlane {
             return try TunnelVirtualService(
                 settings: TunnelSettings(
                     frame: FrameServiceSettings(service: service, localMAC: .zero), kind: kind, localAddress: source),
-                pool: pool, interface: interface)
+                pool: pool, interface: interface, deviceName: tunName)
         }
     }
 

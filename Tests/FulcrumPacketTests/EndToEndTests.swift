@@ -30,6 +30,16 @@ let isRoot = geteuid() == 0
                 "/usr/sbin/ip", ["-n", running.lab.client, "neigh", "show", "10.200.0.100"])
             #expect(neighbor.stdout.contains("02:00:00:00:00:02"), "\(neighbor.stdout)")
         }
+        if mode == "vxlan" {
+            // Only the TAP forwards: the balancer's kernel must not route the VIP's frames it also receives.
+            let forwarding = try running.lab.run(
+                "/usr/sbin/ip",
+                [
+                    "netns", "exec", running.lab.lb, "sysctl", "-n", "net.ipv4.ip_forward",
+                    "net.ipv4.conf.eth0.forwarding", "net.ipv4.conf.fvx0.forwarding", "net.ipv4.conf.fvx0.accept_local",
+                ])
+            #expect(forwarding.stdout.split(separator: "\n") == ["0", "0", "1", "1"], "\(forwarding.stdout)")
+        }
     }
 
     /// A 20 MB download and a 5 MB upload arrive byte-identical: the download exercises the NAT return path,
@@ -57,6 +67,11 @@ let isRoot = geteuid() == 0
         print("\(mode) bulk: \(running.summary)")
         // Under bulk load a decapsulator may lose a burst (TCP retransmits it): exactness is checked above.
         try running.checkConsistency(everyPacketDecapsulated: false)
+        if mode == "vxlan" {
+            // The upload's super-frames went whole into the TAP device (the kernel segmented them), not split.
+            #expect(running.tunnelUsesTAP, "VXLAN runs on the TAP path (kernel with UDP-tunnel GSO on TAP)")
+            #expect(running.gsoFramesWhole > 0, "whole GSO frames: \(running.summary)")
+        }
     }
 }
 
@@ -235,6 +250,12 @@ final class RunningMode {
     var flowsCreated: UInt64 {
         nat?.statistics.flows.created ?? dsr?.statistics.flows.created ?? tunnel?.statistics.flows.created ?? 0
     }
+
+    /// Whether the tunnel service writes into its TAP device (VXLAN's whole-frame path).
+    var tunnelUsesTAP: Bool { tunnel?.usesTAP ?? false }
+
+    /// GSO super-frames the tunnel service handed to the kernel whole.
+    var gsoFramesWhole: UInt64 { tunnel?.statistics.forwarding.gsoFramesWhole ?? 0 }
 
     var drops: DropCounters {
         nat?.statistics.drops ?? dsr?.statistics.drops ?? tunnel?.statistics.drops ?? DropCounters()
@@ -481,6 +502,8 @@ final class NamespaceLab: @unchecked Sendable {
     /// `advmss` clamps the MSS the backends announce so encapsulated segments fit the 1500-byte underlay.
     func configureForTunnel(vxlanMAC: String?, advmss: Int) throws {
         try configureForDSR()
+        // Loose reverse-path filtering, as systemd sets it on most hosts: VXLAN's TAP must work under it.
+        if vxlanMAC != nil { try sysctl(lb, "net.ipv4.conf.all.rp_filter=2") }
         for (name, address, _) in backends {
             let ns = "\(prefix)-\(name)"
             try sysctl(ns, "net.ipv4.conf.all.rp_filter=0")

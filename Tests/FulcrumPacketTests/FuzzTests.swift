@@ -57,8 +57,14 @@ import Testing
                 ), localAddress: TestPackets.lb))
         let ipip = TunnelForwarder(
             settings: TunnelSettings(frame: frameSettings, kind: .ipip, localAddress: TestPackets.lb))
+        // VXLAN into the TAP device: whole super-frames with the tunnel virtio_net_hdr.
+        let vxlanTAP = TunnelForwarder(
+            settings: TunnelSettings(
+                frame: frameSettings, kind: vxlan.settings.kind, localAddress: TestPackets.lb,
+                output: .tap(mac: TestPackets.lbMAC)))
 
-        let headroom = 64
+        // Enough for the TAP path (outer headers, Ethernet and virtio_net_hdr before the IP header).
+        let headroom = vxlanTAP.settings.headroom
         var buffer = [UInt8](repeating: 0, count: headroom + 2048)
         var scratch = [UInt8](repeating: 0, count: 70000)
         var verdicts = [String: Int]()
@@ -81,7 +87,7 @@ import Testing
                             _ in TestPackets.clientMAC
                         }
                     default:
-                        let forwarder = mode == 2 ? vxlan : ipip
+                        let forwarder = mode == 2 ? (i % 8 == 2 ? vxlanTAP : vxlan) : ipip
                         return forwarder.process(
                             p, frameStart: headroom, length: length, offload: offload, snapshot: snapshot, now: now,
                             scratch: s
@@ -117,7 +123,10 @@ import Testing
                 #expect(verdicts[expected, default: 0] > 0, "no \(expected) verdict: \(verdicts)")
             }
         }
-        let totalDrops = nat.drops.total + dsr.drops.total + vxlan.drops.total + ipip.drops.total
+        let totalDrops = nat.drops.total + dsr.drops.total + vxlan.drops.total + ipip.drops.total + vxlanTAP.drops.total
+        if Self.iterations >= 100_000 {
+            #expect(vxlanTAP.counters.gsoFramesWhole > 0, "the TAP path saw whole super-frames")
+        }
         #expect(
             Int(totalDrops)
                 == verdicts.filter { !["forward", "reply", "emitted"].contains($0.key) }.values.reduce(0, +))

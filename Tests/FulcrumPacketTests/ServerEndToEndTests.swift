@@ -186,6 +186,42 @@ extension ServerEndToEndTests {
     }
 }
 
+extension ServerEndToEndTests {
+    /// VXLAN services each get a TAP device for their outer frames. A service added in front of a running one on
+    /// SIGHUP takes a free name (fvx1: the running one keeps fvx0), both forward, and SIGTERM removes the devices.
+    @Test(.enabled(if: isRoot, "needs root for network namespaces: server packet-plane tests SKIPPED"))
+    func vxlanServicesGetTheirOwnTAPDevicesAcrossReloads() throws {
+        let server = try RunningServer("vxlan")
+        defer { server.stop() }
+        let lab = server.lab
+        func links() throws -> String { try lab.run("/usr/sbin/ip", ["-n", lab.lb, "-o", "link", "show"]).stdout }
+        #expect(try links().contains("fvx0"), "the first VXLAN service's TAP")
+        _ = try lab.requestThroughVIP(3)
+        let pid = try #require(server.pid)
+
+        let vxlan =
+            "forwarding: tunnel, encapsulation: vxlan, interface: eth0, vxlan: { inner_mac: \"\(RunningMode.vxlanMAC)\" }"
+        let first = "  - { name: web, vip: 10.200.0.100"
+        let added = server.config.replacingOccurrences(
+            of: first, with: "  - { name: second, vip: 10.200.0.101, port: 80, pool: web, \(vxlan) }\n" + first)
+        try #require(added != server.config)
+        try added.write(to: server.configFile, atomically: true, encoding: .utf8)
+        kill(pid, SIGHUP)
+        #expect(waitUntil(seconds: 5) { (try? server.virtualServices().count) == 2 })
+        let services = try server.virtualServices()
+        #expect(services.allSatisfy { $0["running"] as? Bool == true }, "both running: \(services)")
+        #expect(services.first { $0["name"] as? String == "web" }?["flows_created"] as? Int == 3, "kept: \(services)")
+        let both = try links()
+        #expect(both.contains("fvx0") && both.contains("fvx1"), "\(both)")
+        #expect(try lab.requestThroughVIP(3).values.reduce(0, +) == 3, "the kept service still forwards")
+
+        kill(pid, SIGTERM)
+        #expect(try #require(server.waitForExit(seconds: 10), "fulcrum run exits after SIGTERM") == 0)
+        let after = try links()
+        #expect(!after.contains("fvx0") && !after.contains("fvx1"), "TAP devices removed with the process: \(after)")
+    }
+}
+
 /// `fulcrum run` (the built binary) in the lab's balancer namespace for one mode.
 final class RunningServer {
     let mode: String

@@ -44,11 +44,12 @@ static inline void fulcrum_nl_put_attr(struct nlmsghdr *nh, unsigned short type,
     nh->nlmsg_len = NLMSG_ALIGN(nh->nlmsg_len) + RTA_ALIGN(rta->rta_len);
 }
 
-/// Adds (add != 0) or removes the IPv4 address `addr_be` (network order) with `prefixlen` on interface
-/// `ifindex`, and waits for the kernel's acknowledgement. Returns 0, or -errno as the kernel reports it:
+/// Adds (add != 0) or removes the IPv4 address `addr_be` (network order) with `prefixlen` and `scope`
+/// (RT_SCOPE_UNIVERSE, RT_SCOPE_HOST ...) on interface `ifindex`, and waits for the kernel's acknowledgement.
+/// Returns 0, or -errno as the kernel reports it:
 /// -EEXIST when adding an address that is there, -EADDRNOTAVAIL when removing one that is not.
-static inline int fulcrum_nl_ipv4_address(int fd, int add, int ifindex, uint32_t addr_be, uint8_t prefixlen,
-                                          uint32_t seq) {
+static inline int fulcrum_nl_ipv4_address_scoped(int fd, int add, int ifindex, uint32_t addr_be, uint8_t prefixlen,
+                                                 unsigned char scope, uint32_t seq) {
     struct {
         struct nlmsghdr nh;
         struct ifaddrmsg ifa;
@@ -61,7 +62,7 @@ static inline int fulcrum_nl_ipv4_address(int fd, int add, int ifindex, uint32_t
     req.nh.nlmsg_seq = seq;
     req.ifa.ifa_family = AF_INET;
     req.ifa.ifa_prefixlen = prefixlen;
-    req.ifa.ifa_scope = RT_SCOPE_UNIVERSE;
+    req.ifa.ifa_scope = scope;
     req.ifa.ifa_index = (unsigned)ifindex;
     fulcrum_nl_put_attr(&req.nh, IFA_LOCAL, &addr_be, 4);
     fulcrum_nl_put_attr(&req.nh, IFA_ADDRESS, &addr_be, 4);
@@ -86,6 +87,14 @@ static inline int fulcrum_nl_ipv4_address(int fd, int add, int ifindex, uint32_t
         }
     }
     return -ETIMEDOUT;
+}
+
+static const unsigned char fulcrum_RT_SCOPE_HOST = RT_SCOPE_HOST;
+
+/// `fulcrum_nl_ipv4_address_scoped` with global scope (an address others may reach, like a VIP).
+static inline int fulcrum_nl_ipv4_address(int fd, int add, int ifindex, uint32_t addr_be, uint8_t prefixlen,
+                                          uint32_t seq) {
+    return fulcrum_nl_ipv4_address_scoped(fd, add, ifindex, addr_be, prefixlen, RT_SCOPE_UNIVERSE, seq);
 }
 
 /// The interface's hardware address (6 bytes), read with SIOCGIFHWADDR on `fd` (any socket in the right

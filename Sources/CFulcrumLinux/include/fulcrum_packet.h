@@ -25,12 +25,17 @@ static const short fulcrum_IFF_VNET_HDR = IFF_VNET_HDR;
 static const unsigned int fulcrum_TUN_F_CSUM = TUN_F_CSUM;
 static const unsigned int fulcrum_TUN_F_TSO4 = TUN_F_TSO4;
 static const unsigned int fulcrum_TUN_F_TSO_ECN = TUN_F_TSO_ECN;
+// UDP-tunnel GSO on TUN/TAP (Linux 6.17+); the system headers here predate it, the values are kernel ABI
+// (include/uapi/linux/if_tun.h).
+static const unsigned int fulcrum_TUN_F_UDP_TUNNEL_GSO = 0x080;
+static const unsigned int fulcrum_TUN_F_UDP_TUNNEL_GSO_CSUM = 0x100;
 static const uint16_t fulcrum_ETH_P_ALL = ETH_P_ALL;
 static const uint16_t fulcrum_ETH_P_IP = ETH_P_IP;
 static const uint16_t fulcrum_ETH_P_ARP = ETH_P_ARP;
 static const int fulcrum_SOL_PACKET = SOL_PACKET;
 static const int fulcrum_PACKET_VNET_HDR = PACKET_VNET_HDR;
 static const int fulcrum_PACKET_FANOUT = PACKET_FANOUT;
+static const int fulcrum_PACKET_IGNORE_OUTGOING = PACKET_IGNORE_OUTGOING;
 // Fanout modes live in <linux/if_packet.h>, which clashes with glibc's <netpacket/packet.h> (both define
 // sockaddr_ll): the values are kernel ABI, copied here.
 static const int fulcrum_PACKET_FANOUT_HASH = 0;
@@ -79,6 +84,12 @@ static inline int fulcrum_tun_open(const char *name, short flags, char *actual_n
     }
     if (actual_name != NULL) memcpy(actual_name, ifr.ifr_name, IFNAMSIZ);
     return fd;
+}
+
+/// TUNSETVNETHDRSZ: the size of the virtio_net_hdr before every packet (24 for
+/// `virtio_net_hdr_v1_hash_tunnel`, which UDP-tunnel GSO needs). Returns 0 or -errno.
+static inline int fulcrum_tun_set_vnet_header_size(int fd, int size) {
+    return ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 ? -errno : 0;
 }
 
 /// Sets interface `name` up (IFF_UP, as `ip link set NAME up`) with `fd`, any socket of the namespace the

@@ -5,7 +5,8 @@ import Glibc
 #endif
 
 /// An AF_PACKET socket bound to one interface, for all EtherTypes, with `PACKET_VNET_HDR`: every frame is
-/// preceded by a 10-byte `virtio_net_hdr` on receive and must be on send. Passing the header back unchanged
+/// preceded by a 10-byte `virtio_net_hdr` on receive and must be on send. It receives incoming frames only
+/// (`PACKET_IGNORE_OUTGOING`). Passing the header back unchanged
 /// keeps the kernel's CHECKSUM_PARTIAL and GSO metadata (NETWORK-LAB.md: without it, resent veth frames
 /// arrive with bad checksums or fail with EMSGSIZE).
 public final class PacketSocket: Sendable {
@@ -29,6 +30,11 @@ public final class PacketSocket: Sendable {
         guard
             setsockopt(fd, fulcrum_SOL_PACKET, fulcrum_PACKET_VNET_HDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0
         else { throw fail("PACKET_VNET_HDR", errno) }
+        // Frames this host sends out of the interface are of no use to the workers (they skipped them), but the
+        // kernel cloned and copied every one to us: for a tunnel that is each outer packet, up to 64 KB a frame.
+        // Best effort (Linux 4.20+); the workers still skip `PACKET_OUTGOING`.
+        _ = setsockopt(
+            fd, fulcrum_SOL_PACKET, fulcrum_PACKET_IGNORE_OUTGOING, &one, socklen_t(MemoryLayout<Int32>.size))
         let bound = fulcrum_packet_bind(fd, Int32(index), fulcrum_ETH_P_ALL)
         guard bound == 0 else { throw fail("bind", -bound) }
         var m = [UInt8](repeating: 0, count: 6)

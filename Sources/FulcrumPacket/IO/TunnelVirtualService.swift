@@ -7,14 +7,20 @@ import Glibc
 #endif
 
 /// A running `tunnel` virtual service (IPIP or VXLAN): one worker on an AF_PACKET socket (virtio_net_hdr)
-/// doing poll → `recvmmsg` batch → finish checksums / split GSO → encapsulate in place (`TunnelForwarder`) →
-/// send the outer packets through a raw IPv4 socket, batched with `sendmmsg` (the kernel routes them to the
-/// backend). It answers ARP
-/// for the VIP and announces it at start, like DSR, so clients on the segment send it the VIP's traffic.
+/// doing poll → `recvmmsg` batch → encapsulate in place (`TunnelForwarder`) → hand the outer packets to the
+/// kernel, which routes them to the backend. It answers ARP for the VIP and announces it at start, like DSR,
+/// so clients on the segment send it the VIP's traffic.
+///
+/// VXLAN writes into a TAP device (`TunnelTAPDevice`, default name `fvx0`) with UDP-tunnel GSO: a client's
+/// GSO super-frame leaves as one write and the kernel segments it after routing (or passes it whole through a
+/// veth). Where the kernel lacks UDP-tunnel GSO on TAP (before 6.17), and always for IPIP (there is no GSO type
+/// for it), super-frames are split in software and the outer packets go through a raw IPv4 socket, batched
+/// with `sendmmsg`.
 ///
 /// Backends decapsulate (VXLAN device or the ipip module, or `IPIPDecapsulator` where the module is missing)
-/// and answer the client directly. Outer packets above the MTU are refused by the kernel and counted
-/// (`exceedsMTU`, `sendFailures`): clamp the MSS on the backends (see docs/architecture.md).
+/// and answer the client directly. Outer packets above the MTU are counted (`exceedsMTU`): through the TAP
+/// they leave fragmented (DF is clear), the raw socket refuses them (`sendFailures`); clamp the MSS on the
+/// backends (docs/packet-plane.md).
 public final class TunnelVirtualService: Sendable {
     public struct Statistics: Sendable, Equatable {
         public var forwarding = ForwardingCounters()
@@ -27,30 +33,60 @@ public final class TunnelVirtualService: Sendable {
     public let settings: TunnelSettings
     public let pool: Pool
     public let socket: PacketSocket
+    /// The raw socket of the split path (IPIP, or VXLAN without a TAP device).
     public let output: RawIPSocket
+    /// The TAP device of the whole-frame path (VXLAN), nil on the split path.
+    public let device: TunnelTAPDevice?
+    /// Why a VXLAN service runs on the split path although it asked for a TAP (for the operator's log).
+    public let fallbackReason: String?
     private let stopping = Atomic<Bool>(false)
     private let published = Mutex(Statistics())
     private let worker = Mutex<WorkerThread?>(nil)
     /// HA mirroring: change feed, snapshots, mirrored flows to install.
     public let mirror = FlowMirrorPort()
 
-    /// `settings.frame.localMAC` is replaced by the interface's MAC.
+    /// `settings.frame.localMAC` is replaced by the interface's MAC and `settings.output` by the device's.
+    /// A VXLAN service opens TAP `deviceName` (nil: the raw-socket path); when the kernel cannot do UDP-tunnel
+    /// GSO on it (EINVAL) or filters reverse paths strictly, the service falls back to the raw-socket path
+    /// (`usesTAP` says which one runs, `fallbackReason` why).
     public init(
-        settings: TunnelSettings, pool: Pool, interface: String, networkNamespace: String? = nil
+        settings: TunnelSettings, pool: Pool, interface: String, networkNamespace: String? = nil,
+        deviceName: String? = "fvx0"
     ) throws(PacketIOError) {
         self.pool = pool
-        let open = { @Sendable () throws(PacketIOError) -> (PacketSocket, RawIPSocket) in
-            (try PacketSocket(interface: interface), try RawIPSocket())
+        var isVXLAN = false
+        if case .vxlan = settings.kind { isVXLAN = true }
+        let tapName = isVXLAN ? deviceName : nil
+        typealias Opened = (PacketSocket, RawIPSocket, TunnelTAPDevice?, String?)
+        let open = { @Sendable () throws(PacketIOError) -> Opened in
+            var tap: TunnelTAPDevice?
+            var fallback: String?
+            if let tapName {
+                if TunnelTAPDevice.strictReversePathFilter() {
+                    fallback = "net.ipv4.conf.all.rp_filter=1 (strict) would drop what TAP \(tapName) forwards"
+                } else {
+                    do throws(PacketIOError) {
+                        tap = try TunnelTAPDevice(name: tapName)
+                    } catch  where error.errno == EINVAL {
+                        fallback = "no UDP-tunnel GSO on TAP in this kernel (\(error))"
+                    }
+                }
+            }
+            return (try PacketSocket(interface: interface), try RawIPSocket(), tap, fallback)
         }
         if let networkNamespace {
-            (socket, output) = try NetworkNamespace.perform(path: networkNamespace, open)
+            (socket, output, device, fallbackReason) = try NetworkNamespace.perform(path: networkNamespace, open)
         } else {
-            (socket, output) = try open()
+            (socket, output, device, fallbackReason) = try open()
         }
         var s = settings
         s.frame.localMAC = socket.mac
+        s.output = device.map { .tap(mac: $0.mac) } ?? .rawSocket
         self.settings = s
     }
+
+    /// Whether outer frames go through the TAP device (whole GSO super-frames) rather than the raw socket.
+    public var usesTAP: Bool { device != nil }
 
     public var statistics: Statistics { published.withLock { $0 } }
 
@@ -73,8 +109,9 @@ public final class TunnelVirtualService: Sendable {
         let changeLog = FlowChangeLog()
         forwarder.pinning.recordChanges(into: changeLog)
         var reader = PoolReader(pool)
-        // Headroom for the outer headers in front of the received frame (beyond its Ethernet header).
-        let headroom = 64
+        // Headroom in front of the received frame (its virtio_net_hdr and Ethernet header count towards the
+        // forwarder's need: outer headers, and for the TAP its own header and Ethernet header).
+        let headroom = max(64, settings.headroom - VirtioNetHeader.length - Ethernet.headerLength)
         let batch = MessageBatch(count: 64, slotSize: headroom + VirtioNetHeader.length + 65536, headroom: headroom)
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 128 + 65536, alignment: 64)
         defer { scratch.deallocate() }
@@ -100,8 +137,13 @@ public final class TunnelVirtualService: Sendable {
                         snapshot: snapshot, now: now, scratch: PacketBytes(scratch)
                     ) { buffer, range in
                         let packet = UnsafeRawBufferPointer(rebasing: buffer.raw[range])
-                        let destination = buffer.u32(range.lowerBound + IPv4Header.destinationOffset)
-                        sendFailures &+= UInt64(outgoing.queue(packet, to: destination, on: output))
+                        if let device {
+                            // One write per frame (a TAP takes no batches); the kernel forwards it right here.
+                            if !device.send(packet) { sendFailures &+= 1 }
+                        } else {
+                            let destination = buffer.u32(range.lowerBound + IPv4Header.destinationOffset)
+                            sendFailures &+= UInt64(outgoing.queue(packet, to: destination, on: output))
+                        }
                     }
                     if case .reply(let range) = verdict {
                         for k in headroom..<frameStart { bytes.setU8(k, 0) }
