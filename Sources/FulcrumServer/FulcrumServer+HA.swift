@@ -29,8 +29,9 @@ final class HighAvailability: Sendable {
     /// The packet plane's mirroring ports, which the mirror streams from (master) and installs into (standby).
     let flows = PacketPlaneFlowMirror()
     private let watched = Mutex(Watched())
-    /// The `dsr` services whose VIP is a VRRP VIP: only the master answers ARP for (and forwards to) it.
-    let vipOwners: DSRVIPOwners
+    /// The `dsr` and `tunnel` services whose VIP is a VRRP VIP: only the master answers ARP for (and forwards
+    /// to) it.
+    let vipOwners: VIPOwners
 
     private struct Watched {
         /// Pools a listener or virtual service uses, by name.
@@ -44,11 +45,11 @@ final class HighAvailability: Sendable {
         logger: Logger
     ) throws(HAConfigurationError) {
         var settings = Self.settings(for: config)
-        // A `dsr` VIP that is a VRRP VIP is owned in the packet plane: the kernel must not hold it (it would
-        // answer ARP and take the frames itself). The other VRRP VIPs go on the kernel as usual.
+        // A `dsr` or `tunnel` VIP that is a VRRP VIP is owned in the packet plane: the kernel must not hold it
+        // (it would answer ARP and take the frames itself). The other VRRP VIPs go on the kernel as usual.
         let vrrpVIPs = Set(config.vips.map(\.address))
-        let dsrVIPs = Set(virtualServices.filter { $0.forwarding == .dsr }.map(\.vip)).intersection(vrrpVIPs)
-        for i in settings.virtualAddresses.indices where dsrVIPs.contains(settings.virtualAddresses[i].address) {
+        let ownedVIPs = Set(virtualServices.filter { Self.ownsVIPInPacketPlane($0) }.map(\.vip))
+        for i in settings.virtualAddresses.indices where ownedVIPs.contains(settings.virtualAddresses[i].address) {
             settings.virtualAddresses[i].onKernel = false
         }
         do {
@@ -60,7 +61,7 @@ final class HighAvailability: Sendable {
             throw HAConfigurationError(message: "ha.vrrp.interface: no interface named '\(config.interface)'")
         }
         self.config = config
-        let owners = DSRVIPOwners()
+        let owners = VIPOwners()
         vipOwners = owners
         self.vrrpVIPs = vrrpVIPs
         let vrrp = VRRPService(settings: settings, logger: logger) { owners.setMaster($0 == .master) }
@@ -98,13 +99,18 @@ final class HighAvailability: Sendable {
             trackWeight: config.trackWeight, notify: config.notify)
     }
 
-    /// Whether a `dsr` worker for `vs` starts owning its VIP: not a VRRP VIP, or this node is master.
-    func answersARP(for vs: VirtualServiceConfig) -> Bool {
-        !(vs.forwarding == .dsr && vrrpVIPs.contains(vs.vip)) || vipOwners.isMaster
+    /// Whether `vs`'s worker answers ARP for its VIP itself (`dsr`, `tunnel`) instead of the kernel.
+    static func ownsVIPInPacketPlane(_ vs: VirtualServiceConfig) -> Bool {
+        vs.forwarding == .dsr || vs.forwarding == .tunnel
     }
 
-    /// The running `dsr` services on VRRP VIPs after a (re)load; they follow the router's state from now on.
-    func setVIPOwners(_ services: [DSRVirtualService]) {
+    /// Whether a `dsr` or `tunnel` worker for `vs` starts owning its VIP: not a VRRP VIP, or this node is master.
+    func answersARP(for vs: VirtualServiceConfig) -> Bool {
+        !(Self.ownsVIPInPacketPlane(vs) && vrrpVIPs.contains(vs.vip)) || vipOwners.isMaster
+    }
+
+    /// The running `dsr`/`tunnel` services on VRRP VIPs after a (re)load; they follow the router's state from now on.
+    func setVIPOwners(_ services: [any VIPOwningService]) {
         vipOwners.setServices(services)
     }
 
@@ -181,10 +187,10 @@ extension FulcrumServer {
         highAvailability.flows.setPorts(flowMirrors())
         highAvailability.setVIPOwners(
             packetPlane.services.values.compactMap { running in
-                guard running.config.forwarding == .dsr, highAvailability.vrrpVIPs.contains(running.config.vip) else {
-                    return nil
-                }
-                return running.worker as? DSRVirtualService
+                guard HighAvailability.ownsVIPInPacketPlane(running.config),
+                    highAvailability.vrrpVIPs.contains(running.config.vip)
+                else { return nil }
+                return running.worker as? any VIPOwningService
             })
         let used = Set(config.listeners.map(\.pool) + config.virtualServices.map(\.pool))
         highAvailability.watch(pools: pools.filter { used.contains($0.key) }, unboundListeners: unboundListeners)
@@ -293,13 +299,13 @@ final class PacketPlaneFlowMirror: MirrorFlowSource, MirrorFlowSink {
     }
 }
 
-/// The `dsr` services whose VIP moves with the VRRP state: `answersARP` follows "this node is master", set on
+/// The `dsr` and `tunnel` services whose VIP moves with the VRRP state: `answersARP` follows "this node is master", set on
 /// each transition (from the router's thread) and on each (re)load (new workers). It keeps the state the
 /// transitions reported, under the same lock as the list, so a reload racing a transition cannot leave a
 /// worker with the other state (the router's `status` is updated only after its callback).
-final class DSRVIPOwners: Sendable {
+final class VIPOwners: Sendable {
     private struct State {
-        var services: [DSRVirtualService] = []
+        var services: [any VIPOwningService] = []
         var master = false
     }
     private let state = Mutex(State())
@@ -314,7 +320,7 @@ final class DSRVIPOwners: Sendable {
         }
     }
 
-    func setServices(_ services: [DSRVirtualService]) {
+    func setServices(_ services: [any VIPOwningService]) {
         state.withLock { state in
             state.services = services
             for service in services { service.answersARP = state.master }

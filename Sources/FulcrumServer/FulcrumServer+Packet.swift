@@ -30,7 +30,8 @@ final class PacketPlane {
 
     /// Starts, restarts and stops workers so that they match `config`. On the first apply a worker that cannot
     /// start is an error (the server does not start); on a reload it is logged and the service stays down.
-    /// `answersARP` says whether a new `dsr` worker starts owning its VIP (false on an HA standby for a VRRP VIP).
+    /// `answersARP` says whether a new `dsr` or `tunnel` worker starts owning its VIP (false on an HA standby for
+    /// a VRRP VIP).
     func apply(
         _ config: FulcrumConfig, pools: [String: Pool], initial: Bool, logger: Logger,
         answersARP: (VirtualServiceConfig) -> Bool = { _ in true }
@@ -171,7 +172,7 @@ final class PacketPlane {
             return try TunnelVirtualService(
                 settings: TunnelSettings(
                     frame: FrameServiceSettings(service: service, localMAC: .zero), kind: kind, localAddress: source),
-                pool: pool, interface: interface, deviceName: tunName)
+                pool: pool, interface: interface, deviceName: tunName, answersARP: answersARP)
         }
     }
 

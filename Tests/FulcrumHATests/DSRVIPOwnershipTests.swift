@@ -3,8 +3,8 @@ import FulcrumTestSupport
 import Glibc
 import Testing
 
-/// Issue 6 point 2, DSR VIP owned in the packet plane: two `fulcrum run` with `ha.vrrp` whose VIP is also a `dsr`
-/// virtual service's VIP. Only the master's DSR worker answers ARP for it (the kernel holds it on neither node);
+/// Issue 6 point 2, a VIP owned in the packet plane: two `fulcrum run` with `ha.vrrp` whose VIP is also a `dsr`
+/// (or `tunnel`, VXLAN) virtual service's VIP. Only the master's worker answers ARP for it (the kernel holds it on neither node);
 /// after the master is crashed (SIGKILL + link down) the client's ARP entry moves to the new master's MAC and
 /// requests through the VIP succeed again. A second VRRP VIP that no `dsr` service uses goes on the master's
 /// kernel as usual, so one router serves both kinds.
@@ -17,13 +17,21 @@ struct DSRVIPOwnershipTests {
     static let kernelVIP = "10.201.0.151"
     static func mac(_ node: Int) -> String { "02:00:00:00:01:0\(2 + node)" }
 
-    static func config(lab: NamespaceLab, node: Int) -> String {
+    static let vxlanMAC = "02:00:00:0a:a1:01"
+
+    static func forwarding(_ mode: String) -> String {
+        mode == "dsr"
+            ? "forwarding: dsr, interface: eth0"
+            : "forwarding: tunnel, encapsulation: vxlan, interface: eth0, vxlan: { inner_mac: \"\(vxlanMAC)\" }"
+    }
+
+    static func config(lab: NamespaceLab, node: Int, mode: String) -> String {
         """
         admin: { listen: 127.0.0.1:9900 }
         pools:
           web: { algorithm: maglev, backends: [\(lab.address(2)):80] }
         virtual_services:
-          - { name: web, vip: \(vip), port: 80, pool: web, forwarding: dsr, interface: eth0 }
+          - { name: web, vip: \(vip), port: 80, pool: web, \(forwarding(mode)) }
         ha:
           vrrp:
             interface: eth0
@@ -37,11 +45,12 @@ struct DSRVIPOwnershipTests {
 
     @Test(
         "the client's ARP entry for the VIP is the master's, then the new master's after a crash",
-        .enabled(if: FlowsSurviveTakeoverTests.canRunLab, "needs root, iproute2, curl and python3: SKIPPED LOUDLY"))
-    func arpFollowsTheMaster() async throws {
+        .enabled(if: FlowsSurviveTakeoverTests.canRunLab, "needs root, iproute2, curl and python3: SKIPPED LOUDLY"),
+        arguments: ["dsr", "vxlan"])
+    func arpFollowsTheMaster(mode: String) async throws {
         try await NamespaceLab.withPairLab(tag: "fv", nodeCount: 4, directoryName: "fulcrum-ha-dsrvip") {
             lab, directory, started in
-            try await exercise(lab: lab, directory: directory, started: started)
+            try await exercise(lab: lab, directory: directory, mode: mode, started: started)
         }
     }
 
@@ -59,7 +68,7 @@ struct DSRVIPOwnershipTests {
         return out == "200"
     }
 
-    private func exercise(lab: NamespaceLab, directory: URL, started: (Process) -> Void) async throws {
+    private func exercise(lab: NamespaceLab, directory: URL, mode: String, started: (Process) -> Void) async throws {
         for node in 0...1 {
             for setting in ["net.ipv4.ip_forward=0", "net.ipv4.conf.all.rp_filter=0"] {
                 try await lab.run("ip", "netns", "exec", lab.nodes[node], "sysctl", "-qw", setting)
@@ -74,6 +83,18 @@ struct DSRVIPOwnershipTests {
             try await lab.run(
                 "ip", "netns", "exec", backend, "sysctl", "-qw", "net.ipv4.conf.\(interface).arp_announce=2")
         }
+        if mode == "vxlan" {
+            // The backend decapsulates with a kernel VXLAN device; the VIP's packets arrive on it while their
+            // source is routed via eth0, so reverse-path filtering must let them through.
+            for setting in ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"] {
+                try await lab.run("ip", "netns", "exec", backend, "sysctl", "-qw", setting)
+            }
+            try await lab.run(
+                "ip", "-n", backend, "link", "add", "vxlan0", "type", "vxlan", "id", "42", "dstport", "4789", "local",
+                lab.address(2), "dev", "eth0", "nolearning")
+            try await lab.run("ip", "-n", backend, "link", "set", "vxlan0", "address", Self.vxlanMAC)
+            try await lab.run("ip", "-n", backend, "link", "set", "vxlan0", "up")
+        }
         started(
             try FlowsSurviveTakeoverTests.spawn(
                 [
@@ -84,7 +105,7 @@ struct DSRVIPOwnershipTests {
         var balancers: [Process] = []
         for node in 0...1 {
             let configFile = directory.appendingPathComponent("lb\(node).yaml")
-            try Self.config(lab: lab, node: node).write(to: configFile, atomically: true, encoding: .utf8)
+            try Self.config(lab: lab, node: node, mode: mode).write(to: configFile, atomically: true, encoding: .utf8)
             let process = try FlowsSurviveTakeoverTests.spawn(
                 [
                     "netns", "exec", lab.nodes[node], FlowsSurviveTakeoverTests.binary.path, "run", "--config",
@@ -125,6 +146,6 @@ struct DSRVIPOwnershipTests {
             "the new master's kernel holds the non-DSR VIP")
         #expect(try await !lab.holds(1, Self.vip), "the new master's kernel does not hold the DSR VIP")
         let entry = try await lab.neighbour(3, Self.vip) ?? ""
-        print("DSR VIP ownership: after takeover the client's entry is \(entry)")
+        print("\(mode) VIP ownership: after takeover the client's entry is \(entry)")
     }
 }

@@ -73,18 +73,7 @@ import Testing
     func send(
         _ forwarder: TunnelForwarder, frame: [UInt8], offload: VirtioNetHeader? = nil, snapshot: PoolSnapshot
     ) -> (PacketVerdict, [[UInt8]]) {
-        var buffer = [UInt8](repeating: 0, count: headroom) + frame
-        var scratch = [UInt8](repeating: 0, count: 70000)
-        var out: [[UInt8]] = []
-        let verdict = buffer.withPacket { p in
-            scratch.withPacket { s in
-                forwarder.process(
-                    p, frameStart: headroom, length: frame.count, offload: offload, snapshot: snapshot, now: 1,
-                    scratch: s
-                ) { buf, range in out.append(Array(buf.slice(range))) }
-            }
-        }
-        return (verdict, out)
+        TestPackets.tunnelSend(forwarder, frame: frame, offload: offload, snapshot: snapshot, headroom: headroom)
     }
 
     @Test func ipipEncapsulatesToTheBackend() throws {

@@ -3,6 +3,26 @@ import FulcrumPacket
 
 /// Builds test packets byte by byte, independently of the code under test (checksums by `referenceChecksum`).
 enum TestPackets {
+    /// Runs `frame` through `forwarder` with `headroom` free bytes before it; returns the verdict and every
+    /// packet or frame emitted.
+    static func tunnelSend(
+        _ forwarder: TunnelForwarder, frame: [UInt8], offload: VirtioNetHeader?, snapshot: PoolSnapshot,
+        headroom: Int
+    ) -> (PacketVerdict, [[UInt8]]) {
+        var buffer = [UInt8](repeating: 0, count: headroom) + frame
+        var scratch = [UInt8](repeating: 0, count: 70000)
+        var out: [[UInt8]] = []
+        let verdict = buffer.withPacket { p in
+            scratch.withPacket { s in
+                forwarder.process(
+                    p, frameStart: headroom, length: frame.count, offload: offload, snapshot: snapshot, now: 1,
+                    scratch: s
+                ) { buf, range in out.append(Array(buf.slice(range))) }
+            }
+        }
+        return (verdict, out)
+    }
+
     static let clientMAC = MACAddress(0x02, 0, 0, 0, 0, 0x10)
     static let lbMAC = MACAddress(0x02, 0, 0, 0, 0, 0x02)
     static let client = ip("10.200.0.10")

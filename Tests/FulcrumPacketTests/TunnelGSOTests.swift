@@ -44,18 +44,7 @@ import Testing
     ) -> (PacketVerdict, [[UInt8]]) {
         // Exactly the documented need: `settings.headroom` before the IP header, the Ethernet header included.
         let headroom = forwarder.settings.headroom - Ethernet.headerLength
-        var buffer = [UInt8](repeating: 0, count: headroom) + frame
-        var scratch = [UInt8](repeating: 0, count: 70000)
-        var out: [[UInt8]] = []
-        let verdict = buffer.withPacket { p in
-            scratch.withPacket { s in
-                forwarder.process(
-                    p, frameStart: headroom, length: frame.count, offload: offload, snapshot: snapshot, now: 1,
-                    scratch: s
-                ) { buf, range in out.append(Array(buf.slice(range))) }
-            }
-        }
-        return (verdict, out)
+        return TestPackets.tunnelSend(forwarder, frame: frame, offload: offload, snapshot: snapshot, headroom: headroom)
     }
 
     /// The frame the TAP must get for `inner` (its TCP checksum field as given), built independently.

@@ -183,7 +183,16 @@ public final class DSRVirtualService: Sendable {
     }
 }
 
-/// When a DSR worker announces its VIP: on each change from not owning to owning it (the first batch counts
+/// A packet-plane service that answers ARP for its VIP itself (`dsr`, `tunnel`). In an HA pair only the VRRP
+/// master may: the server switches `answersARP` on each transition.
+public protocol VIPOwningService: AnyObject, Sendable {
+    /// Whether this node owns the VIP: answers ARP for it, announces it, forwards frames sent to it.
+    var answersARP: Bool { get set }
+}
+
+extension DSRVirtualService: VIPOwningService {}
+
+/// When a DSR or tunnel worker announces its VIP: on each change from not owning to owning it (the first batch counts
 /// as a change when it starts owning), a few gratuitous ARPs, as VRRP sends on becoming master, so switches and
 /// clients that missed one still learn the new owner's MAC.
 public struct VIPOwnership: Sendable {

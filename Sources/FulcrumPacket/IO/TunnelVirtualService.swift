@@ -40,6 +40,7 @@ public final class TunnelVirtualService: Sendable {
     /// Why a VXLAN service runs on the split path although it asked for a TAP (for the operator's log).
     public let fallbackReason: String?
     private let stopping = Atomic<Bool>(false)
+    private let owning: Atomic<Bool>
     private let published = Mutex(Statistics())
     private let worker = Mutex<WorkerThread?>(nil)
     /// HA mirroring: change feed, snapshots, mirrored flows to install.
@@ -51,9 +52,10 @@ public final class TunnelVirtualService: Sendable {
     /// (`usesTAP` says which one runs, `fallbackReason` why).
     public init(
         settings: TunnelSettings, pool: Pool, interface: String, networkNamespace: String? = nil,
-        deviceName: String? = "fvx0"
+        deviceName: String? = "fvx0", answersARP: Bool = true
     ) throws(PacketIOError) {
         self.pool = pool
+        owning = Atomic(answersARP)
         var isVXLAN = false
         if case .vxlan = settings.kind { isVXLAN = true }
         let tapName = isVXLAN ? deviceName : nil
@@ -90,6 +92,13 @@ public final class TunnelVirtualService: Sendable {
 
     public var statistics: Statistics { published.withLock { $0 } }
 
+    /// Whether this node owns the VIP (true without HA; the VRRP master in a pair): answers ARP for it,
+    /// announces it, encapsulates frames sent to it. Read once per poll, so a change takes effect within 100 ms.
+    public var answersARP: Bool {
+        get { owning.load(ordering: .acquiring) }
+        set { owning.store(newValue, ordering: .releasing) }
+    }
+
     public func start() throws(PacketIOError) {
         let thread = try WorkerThread { [self] in run() }
         worker.withLock { $0 = thread }
@@ -117,16 +126,21 @@ public final class TunnelVirtualService: Sendable {
         defer { scratch.deallocate() }
         let outgoing = RawSendBatch()
         var sendFailures: UInt64 = 0
-        socket.sendPlain(ARP.gratuitous(ip: settings.frame.service.vip, mac: socket.mac))
+        var ownership = VIPOwnership()
         var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
         while !stopping.load(ordering: .acquiring) {
             pfd.revents = 0
             let ready = poll(&pfd, 1, 100)
             let now = MonotonicClock.now()
+            let owner = owning.load(ordering: .acquiring)
+            for _ in 0..<ownership.announcements(owner: owner) {
+                socket.sendPlain(ARP.gratuitous(ip: settings.frame.service.vip, mac: socket.mac))
+            }
             if ready > 0 {
                 let snapshot = reader.snapshot()
                 let received = batch.receive(socket.fd)
-                for i in 0..<received where !batch.isOutgoing(i) {
+                // A standby stays silent: no ARP replies for the VIP, nothing encapsulated.
+                for i in 0..<received where owner && !batch.isOutgoing(i) {
                     let length = batch.length(i)
                     guard length > VirtioNetHeader.length else { continue }
                     let bytes = batch.slot(i)
@@ -162,3 +176,5 @@ public final class TunnelVirtualService: Sendable {
         }
     }
 }
+
+extension TunnelVirtualService: VIPOwningService {}
