@@ -130,7 +130,7 @@ public final class MirrorService: Service, Sendable {
             close(wakePipe.read)
             close(wakePipe.write)
         }
-        try await withTaskCancellationOrGracefulShutdownHandler {
+        await withTaskCancellationOrGracefulShutdownHandler {
             await withDiscardingTaskGroup { threads in
                 threads.addTask {
                     await self.onThread("fulcrum-mirror-rx") { self.receiveLoop(listener.fd, wakePipe.read) }

@@ -38,10 +38,9 @@ public final class DSRVirtualService: Sendable {
     public let socket: PacketSocket
     private let flowCapacity: Int
     private let timeouts: FlowTimeouts
-    private let stopping = Atomic<Bool>(false)
+    private let loop = PacketWorkerLoop()
     private let owning: Atomic<Bool>
     private let published = Mutex(Statistics())
-    private let worker = Mutex<WorkerThread?>(nil)
     /// HA mirroring: change feed, snapshots, mirrored flows to install.
     public let mirror = FlowMirrorPort()
 
@@ -73,17 +72,11 @@ public final class DSRVirtualService: Sendable {
     }
 
     public func start() throws(PacketIOError) {
-        let thread = try WorkerThread { [self] in run() }
-        worker.withLock { $0 = thread }
+        try loop.start { [self] in run() }
     }
 
     public func stop() {
-        stopping.store(true, ordering: .releasing)
-        let thread = worker.withLock { w -> WorkerThread? in
-            defer { w = nil }
-            return w
-        }
-        thread?.join()
+        loop.stop()
     }
 
     private func run() {
@@ -101,7 +94,7 @@ public final class DSRVirtualService: Sendable {
         var lastProbe: UInt64 = 0
         var ownership = VIPOwnership()
         var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
-        while !stopping.load(ordering: .acquiring) {
+        while !loop.isStopping {
             pfd.revents = 0
             let ready = poll(&pfd, 1, 100)
             let now = MonotonicClock.now()

@@ -17,9 +17,8 @@ public final class IPIPDecapsulator: Sendable {
 
     public let device: TUNDevice
     public let input: RawIPSocket
-    private let stopping = Atomic<Bool>(false)
+    private let loop = PacketWorkerLoop()
     private let published = Mutex(Statistics())
-    private let worker = Mutex<WorkerThread?>(nil)
 
     /// Opens the TUN device and the raw socket (in `networkNamespace` when given); with `setUp` the device is
     /// also set up, which the kernel needs before it delivers what is written into it.
@@ -41,17 +40,11 @@ public final class IPIPDecapsulator: Sendable {
     public var statistics: Statistics { published.withLock { $0 } }
 
     public func start() throws(PacketIOError) {
-        let thread = try WorkerThread { [self] in run() }
-        worker.withLock { $0 = thread }
+        try loop.start { [self] in run() }
     }
 
     public func stop() {
-        stopping.store(true, ordering: .releasing)
-        let thread = worker.withLock { w -> WorkerThread? in
-            defer { w = nil }
-            return w
-        }
-        thread?.join()
+        loop.stop()
     }
 
     private func run() {
@@ -61,7 +54,7 @@ public final class IPIPDecapsulator: Sendable {
         let bytes = PacketBytes(buffer)
         var stats = Statistics()
         var pfd = pollfd(fd: input.fd, events: Int16(POLLIN), revents: 0)
-        while !stopping.load(ordering: .acquiring) {
+        while !loop.isStopping {
             pfd.revents = 0
             guard poll(&pfd, 1, 100) > 0 else { continue }
             for _ in 0..<64 {

@@ -27,9 +27,8 @@ public final class NATVirtualService: Sendable {
     public let settings: NATSettings
     public let pool: Pool
     public let device: TUNDevice
-    private let stopping = Atomic<Bool>(false)
+    private let loop = PacketWorkerLoop()
     private let published = Mutex(Statistics())
-    private let worker = Mutex<WorkerThread?>(nil)
     private let batchSize: Int
     /// HA mirroring: change feed, snapshots, mirrored flows to install.
     public let mirror = FlowMirrorPort()
@@ -61,18 +60,12 @@ public final class NATVirtualService: Sendable {
 
     /// Starts the worker thread.
     public func start() throws(PacketIOError) {
-        let thread = try WorkerThread { [self] in run() }
-        worker.withLock { $0 = thread }
+        try loop.start { [self] in run() }
     }
 
     /// Stops the worker (within one poll interval) and waits for it.
     public func stop() {
-        stopping.store(true, ordering: .releasing)
-        let thread = worker.withLock { w -> WorkerThread? in
-            defer { w = nil }
-            return w
-        }
-        thread?.join()
+        loop.stop()
     }
 
     private func run() {
@@ -88,7 +81,7 @@ public final class NATVirtualService: Sendable {
         let bytes = PacketBytes(buffer)
         var batches: UInt64 = 0
         var pfd = pollfd(fd: device.fd, events: Int16(POLLIN), revents: 0)
-        while !stopping.load(ordering: .acquiring) {
+        while !loop.isStopping {
             pfd.revents = 0
             let ready = poll(&pfd, 1, 100)
             let now = MonotonicClock.now()

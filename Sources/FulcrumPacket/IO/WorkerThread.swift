@@ -48,3 +48,29 @@ final class WorkerThread: Sendable {
         return result.withLock { $0! }
     }
 }
+
+/// The start/stop part every packet worker shares (NAT, DSR, tunnel, IPIP decapsulator): one thread running
+/// the worker's loop, and the flag that loop checks once per poll (at most 100 ms) to end.
+final class PacketWorkerLoop: Sendable {
+    private let stopping = Atomic<Bool>(false)
+    private let thread = Mutex<WorkerThread?>(nil)
+
+    /// Whether `stop()` was called: the loop ends its current batch and returns.
+    var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    /// Runs `body` (the worker's loop) on its own thread.
+    func start(_ body: @escaping @Sendable () -> Void) throws(PacketIOError) {
+        let started = try WorkerThread(body)
+        thread.withLock { $0 = started }
+    }
+
+    /// Asks the loop to end and waits for its thread.
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        let running = thread.withLock { current -> WorkerThread? in
+            defer { current = nil }
+            return current
+        }
+        running?.join()
+    }
+}
