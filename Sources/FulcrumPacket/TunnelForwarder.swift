@@ -14,6 +14,11 @@ public struct TunnelSettings: Sendable, Equatable {
         /// Frames for a TAP device with UDP-tunnel GSO (`VirtioNetTunnelHeader`, then an Ethernet header to
         /// `mac`, the TAP's own address, then the outer packet): VXLAN super-frames go whole, the kernel segments.
         case tap(mac: MACAddress)
+        /// IPIP frames for a TAP device whose tcx program (`IPIPEncapsulationProgram`) adds the outer header:
+        /// a `VirtioNetHeader`, an Ethernet header to `mac` (the TAP's) whose source carries the backend and the
+        /// outer IP id, then the inner packet. TCP/IPv4 super-frames go whole (the kernel encapsulates them as
+        /// SKB_GSO_IPXIP4 and segments after routing), partial checksums stay partial.
+        case ipipTAP(mac: MACAddress)
     }
 
     public var frame: FrameServiceSettings
@@ -47,6 +52,7 @@ public struct TunnelSettings: Sendable, Equatable {
         switch output {
         case .rawSocket: return 0
         case .tap: return VirtioNetTunnelHeader.length + Ethernet.headerLength
+        case .ipipTAP: return VirtioNetHeader.length + Ethernet.headerLength
         }
     }
 
@@ -95,6 +101,14 @@ public final class TunnelForwarder {
                     for: key, tcpFlags: transport.tcpFlags, snapshot: snapshot, now: now)
                 guard let destination = backend.ipv4 else { throw .backendNotIPv4 }
                 let flowHash = key.stableHash
+                if case .ipipTAP(let mac) = settings.output {
+                    let segments = try forwardToIPIPDevice(
+                        p, frameStart: frameStart, ip: ip, tcp: transport, offload: offload, destination: destination,
+                        deviceMAC: mac, scratch: scratch, emit: emit)
+                    counters.packetsIn &+= 1
+                    counters.bytesIn &+= UInt64(ip.totalLength)
+                    return .emitted(segments: segments)
+                }
                 if let h = offload, isGSO {
                     guard h.gsoType & ~VirtioNetHeader.gsoECN == VirtioNetHeader.gsoTCPv4 else {
                         throw .unsupportedGSO
@@ -199,6 +213,106 @@ public final class TunnelForwarder {
             innerTransportOffset: tcp.offset - frameStart, innerHeadersEnd: tcp.offset + tcp.headerLength - frameStart,
             segmentSize: h.gsoSize, ecn: h.gsoType & VirtioNetHeader.gsoECN != 0)
         return try frameForDevice(p, outer: outer, tunnel: tunnel)
+    }
+
+    /// The IPIP TAP path (`Output.ipipTAP`): no outer header is written here, the device's tcx program adds it.
+    /// A TCP/IPv4 super-frame goes whole with a TCPv4 GSO header (NEEDS_CSUM, inner checksum field = pseudo-header
+    /// sum, as on the VXLAN path), written in place before the received frame; one whose outer packet would pass
+    /// 65535 bytes is split in software into plain frames. Other packets go as they are, a partial checksum kept
+    /// partial (its start moved to the new frame). Returns the number of frames emitted.
+    private func forwardToIPIPDevice(
+        _ p: PacketBytes, frameStart: Int, ip: IPv4Info, tcp: TransportInfo, offload: VirtioNetHeader?,
+        destination: UInt32, deviceMAC: MACAddress, scratch: PacketBytes, emit: (PacketBytes, Range<Int>) -> Void
+    ) throws(DropReason) -> Int {
+        let overhead = Encapsulation.ipipOverhead
+        if let h = offload, h.isGSO {
+            guard h.gsoType & ~VirtioNetHeader.gsoECN == VirtioNetHeader.gsoTCPv4, ip.proto == IPProtocolNumber.tcp
+            else { throw .unsupportedGSO }
+            let mss = Int(h.gsoSize)
+            // The program lowers gso_size by the outer header (bpf_skb_adjust_room without FIXED_GSO).
+            guard mss >= Offload.minimumSegmentSize + overhead else { throw .badOffloadHeader }
+            guard ip.totalLength + overhead <= 65535 else {
+                var failure: DropReason?
+                let n = try Offload.segmentTCPv4(
+                    p, ip: ip, tcp: tcp, mss: mss, scratch: scratch, headroom: settings.headroom
+                ) { segment in
+                    do throws(DropReason) {
+                        identification &+= 1
+                        if segment.totalLength + overhead > settings.mtu { counters.exceedsMTU &+= 1 }
+                        emit(
+                            scratch,
+                            try ipipFrame(
+                                scratch, inner: segment, header: VirtioNetHeader(), destination: destination,
+                                identification: identification, deviceMAC: deviceMAC))
+                    } catch {
+                        failure = error
+                    }
+                }
+                if let failure { throw failure }
+                counters.gsoFrames &+= 1
+                counters.gsoSegments &+= UInt64(n)
+                return n
+            }
+            Offload.refreshPseudoHeaderChecksum(p, ip: ip, transport: tcp)
+            let headers = ip.headerLength + tcp.headerLength
+            let payload = ip.totalLength - headers
+            let segmentSize = mss - overhead
+            let segments = max(1, (payload + segmentSize - 1) / segmentSize)
+            // The kernel numbers the segments' outer ids from ours: reserve one per segment.
+            let first = identification &+ 1
+            identification &+= UInt16(truncatingIfNeeded: segments)
+            if headers + segmentSize + overhead > settings.mtu { counters.exceedsMTU &+= UInt64(payload / segmentSize) }
+            if payload % segmentSize != 0, headers + payload % segmentSize + overhead > settings.mtu {
+                counters.exceedsMTU &+= 1
+            }
+            let header = VirtioNetHeader(
+                flags: VirtioNetHeader.needsChecksum, gsoType: h.gsoType,
+                headerLength: UInt16(Ethernet.headerLength + headers), gsoSize: h.gsoSize,
+                checksumStart: UInt16(Ethernet.headerLength + ip.headerLength), checksumOffset: 16)
+            emit(
+                p,
+                try ipipFrame(
+                    p, inner: ip, header: header, destination: destination, identification: first,
+                    deviceMAC: deviceMAC))
+            counters.gsoFramesWhole &+= 1
+            return 1
+        }
+        guard ip.totalLength + overhead <= 65535 else { throw .tooBig }
+        var header = VirtioNetHeader()
+        if let h = offload, h.flags & VirtioNetHeader.needsChecksum != 0 {
+            let start = frameStart + Int(h.checksumStart)
+            guard start >= ip.payloadOffset, start + Int(h.checksumOffset) + 2 <= ip.end else {
+                throw .badOffloadHeader
+            }
+            header.flags = VirtioNetHeader.needsChecksum
+            header.checksumStart = UInt16(start - (ip.offset - Ethernet.headerLength))
+            header.checksumOffset = h.checksumOffset
+        }
+        identification &+= 1
+        if ip.totalLength + overhead > settings.mtu { counters.exceedsMTU &+= 1 }
+        emit(
+            p,
+            try ipipFrame(
+                p, inner: ip, header: header, destination: destination, identification: identification,
+                deviceMAC: deviceMAC))
+        return 1
+    }
+
+    /// Writes `header` and an Ethernet header (to the TAP, from the backend and id for the program) before the
+    /// inner packet `inner`; returns the frame.
+    private func ipipFrame(
+        _ p: PacketBytes, inner: IPv4Info, header: VirtioNetHeader, destination: UInt32, identification: UInt16,
+        deviceMAC: MACAddress
+    ) throws(DropReason) -> Range<Int> {
+        let ethernet = inner.offset - Ethernet.headerLength
+        let start = ethernet - VirtioNetHeader.length
+        guard start >= 0, inner.end <= p.count else { throw .tooBig }
+        header.write(into: p, at: start)
+        Ethernet.write(
+            into: p, at: ethernet, destination: deviceMAC,
+            source: IPIPEncapsulationProgram.sourceMAC(backend: destination, identification: identification),
+            etherType: Ethernet.typeIPv4)
+        return start..<inner.end
     }
 
     /// For `Output.tap`: writes the virtio_net_hdr (`tunnel`, or one without offloads) and an Ethernet header

@@ -60,9 +60,11 @@ final class PacketPlane {
             {
                 continue
             }
-            if vs.forwarding == .tunnel && vs.encapsulation == .vxlan {
-                // A VXLAN tunnel's TAP device for its outer frames: the lowest free of fvx0, fvx1, ...
-                let name = (0...).lazy.map { "fvx\($0)" }.first { !tapNamesInUse.contains($0) } ?? "fvx0"
+            if vs.forwarding == .tunnel {
+                // A tunnel's TAP device for its whole frames: the lowest free of fvx0, fvx1, ... (VXLAN) or
+                // fip0, fip1, ... (IPIP).
+                let prefix = vs.encapsulation == .vxlan ? "fvx" : "fip"
+                let name = (0...).lazy.map { "\(prefix)\($0)" }.first { !tapNamesInUse.contains($0) } ?? "\(prefix)0"
                 tapNamesInUse.insert(name)
                 tunName = name
             }
@@ -84,13 +86,16 @@ final class PacketPlane {
                 var device = tunName ?? vs.interface ?? ""
                 if let tunnel = worker as? TunnelVirtualService, let reason = tunnel.fallbackReason {
                     logger.warning(
-                        "VXLAN super-frames are split in software (about 10x slower in bulk): \(reason)",
-                        metadata: ["virtual_service": .string(key)])
+                        "tunnel super-frames are split in software (about 10x slower in bulk): \(reason)",
+                        metadata: ["virtual_service": .string(key), "forwarding": .string(Self.modeName(vs))])
                 }
                 if let tunnel = worker as? TunnelVirtualService {
                     // Which output the tunnel got: whole GSO frames into the TAP, or the software split.
                     device =
-                        tunnel.device.map { "\(vs.interface ?? "") -> \($0.name) (tunnel GSO)" }
+                        tunnel.device.map {
+                            let how = tunnel.encapsulationProgram == nil ? "tunnel GSO" : "IPIP GSO, tcx program"
+                            return "\(vs.interface ?? "") -> \($0.name) (\(how))"
+                        }
                         ?? "\(vs.interface ?? "") -> raw socket (software segmentation)"
                 }
                 logger.info(

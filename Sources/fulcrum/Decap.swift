@@ -6,10 +6,11 @@ import UnixSignals
 /// `fulcrum decap --ipip`: the backend side of IPIP tunnel mode for kernels without the ipip module.
 struct Decap: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Decapsulate IPIP on a backend whose kernel lacks the ipip module (raw socket -> TUN).",
+        abstract: "Decapsulate IPIP on a backend whose kernel lacks the ipip module (AF_PACKET/raw socket -> TUN).",
         discussion: """
-            Receives every IPv4 protocol-4 packet, strips the outer header and writes the inner packet into a \
-            TUN device (created and set up here), so the kernel delivers it to the VIP on lo. Also needed on \
+            Receives every IPv4 protocol-4 packet for this host, strips the outer header and writes the inner \
+            packet into a TUN device (created and set up here), so the kernel delivers it to the VIP on lo; TCP \
+            GSO super-frames from a balancer on the same host or a veth/bridge segment go in whole. Also needed on \
             the backend: the VIP on lo with arp_ignore=1/arp_announce=2, and rp_filter 0 or 2 \
             (docs/packet-plane.md). Runs until SIGTERM/SIGINT; needs root or CAP_NET_RAW + CAP_NET_ADMIN.
             """)
@@ -41,6 +42,9 @@ struct Decap: AsyncParsableCommand {
             logger.error("fulcrum decap: \(error)")
             throw ExitCode.failure
         }
+        if let error = decapsulator.packetSocketError {
+            logger.warning("no AF_PACKET input, packets come one by one from the raw socket: \(error)")
+        }
         logger.info("decapsulating IPIP", metadata: ["tun": .string(decapsulator.device.name)])
         await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask {
@@ -52,7 +56,11 @@ struct Decap: AsyncParsableCommand {
                         try? await Task.sleep(for: .seconds(statsInterval))
                         let stats = decapsulator.statistics
                         logger.info(
-                            "decap", metadata: ["decapsulated": "\(stats.decapsulated)", "drops": "\(stats.drops)"])
+                            "decap",
+                            metadata: [
+                                "decapsulated": "\(stats.decapsulated)", "gso_writes": "\(stats.gsoWrites)",
+                                "drops": "\(stats.drops)",
+                            ])
                     }
                 }
             }
@@ -61,6 +69,10 @@ struct Decap: AsyncParsableCommand {
         }
         decapsulator.stop()
         let stats = decapsulator.statistics
-        logger.info("decap stopped", metadata: ["decapsulated": "\(stats.decapsulated)", "drops": "\(stats.drops)"])
+        logger.info(
+            "decap stopped",
+            metadata: [
+                "decapsulated": "\(stats.decapsulated)", "gso_writes": "\(stats.gsoWrites)", "drops": "\(stats.drops)",
+            ])
     }
 }

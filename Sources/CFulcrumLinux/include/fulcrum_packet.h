@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <linux/if_tun.h>
 #include <linux/virtio_net.h>
@@ -138,4 +139,20 @@ static inline int fulcrum_packet_fanout(int fd, uint16_t group_id, uint16_t mode
 /// accepts, so the kernel hands it GSO super-frames and partial checksums. Returns 0 or -errno.
 static inline int fulcrum_tun_set_offload(int fd, unsigned int offloads) {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) < 0 ? -errno : 0;
+}
+
+/// IP_RECVFRAGSIZE (Linux 4.10+): a raw or UDP socket gets the largest fragment size of a reassembled packet as
+/// a control message (none for a packet that came whole). Kernel ABI, not in every libc's headers.
+static const int fulcrum_IP_RECVFRAGSIZE = 25;
+/// `struct sock_filter` codes and the ancillary offsets classic BPF socket filters use.
+static const int fulcrum_SKF_AD_PKTTYPE = SKF_AD_OFF + SKF_AD_PKTTYPE;
+static const int fulcrum_SKF_AD_HATYPE = SKF_AD_OFF + SKF_AD_HATYPE;
+
+/// Attaches the classic BPF program `code` (`count` instructions) as the socket's filter (SO_ATTACH_FILTER):
+/// the kernel drops what it rejects before queueing (or copying) anything. Returns 0 or -errno.
+static inline int fulcrum_attach_socket_filter(int fd, const struct sock_filter *code, unsigned short count) {
+    struct sock_fprog program;
+    program.len = count;
+    program.filter = (struct sock_filter *)code;
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program)) < 0 ? -errno : 0;
 }

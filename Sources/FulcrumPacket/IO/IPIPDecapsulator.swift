@@ -5,37 +5,85 @@ import Synchronization
 import Glibc
 #endif
 
-/// The backend side of IPIP for kernels without the ipip module (`fulcrum decap --ipip`): a raw socket
-/// receives every protocol-4 packet, the outer header is stripped and the inner packet written into a TUN
-/// device, so the kernel delivers it to the VIP on `lo` as if it had arrived plain. The TUN must be up and
-/// `rp_filter` must not drop packets whose source is routed elsewhere (set it to 0 or 2).
+/// The backend side of IPIP for kernels without the ipip module (`fulcrum decap --ipip`): the outer header is
+/// stripped and the inner packet written into a TUN device, so the kernel delivers it to the VIP on `lo` as if
+/// it had arrived plain. The TUN must be up and `rp_filter` must not drop packets whose source is routed
+/// elsewhere (set it to 0 or 2).
+///
+/// Input: an AF_PACKET socket for IPv4 on every Ethernet interface with `PACKET_VNET_HDR`, filtered in the kernel
+/// (classic BPF) to frames for this host, protocol 4, not fragments. It receives a GSO super-frame whole (the
+/// balancer's IPIP GSO path keeps them whole across veths and bridges) together with its GSO size and checksum
+/// state, which a raw socket does not tell; `IPIPDecapsulation` turns that into one TUN write with a TCPv4 GSO
+/// header (the TUN is opened with IFF_VNET_HDR and TSO4), so the backend's TCP gets up to 64 KB per call. A raw
+/// socket for protocol 4 stays open: without one the kernel answers every IPIP packet with protocol-unreachable.
+/// It also carries what AF_PACKET skips — outer fragments, after the kernel reassembled them (those, flagged by
+/// `IP_RECVFRAGSIZE`, are decapsulated from it; every other packet it sees is read and discarded). Without the
+/// packet socket (it could not be opened) everything comes from the raw socket, as plain packets.
 public final class IPIPDecapsulator: Sendable {
     public struct Statistics: Sendable, Equatable {
+        /// Inner packets written into the TUN.
         public var decapsulated: UInt64 = 0
+        /// Of those, TCP GSO super-frames written whole (one write for many segments).
+        public var gsoWrites: UInt64 = 0
+        /// Of those, packets reassembled from outer fragments (raw socket).
+        public var reassembled: UInt64 = 0
+        /// TUN writes the kernel refused.
+        public var writeFailures: UInt64 = 0
         public var drops = DropCounters()
     }
 
     public let device: TUNDevice
     public let input: RawIPSocket
+    /// The AF_PACKET input (nil: it could not be opened, `packetSocketError` says why; the raw socket serves).
+    private let packetFD: Int32?
+    public let packetSocketError: PacketIOError?
     private let loop = PacketWorkerLoop()
     private let published = Mutex(Statistics())
 
-    /// Opens the TUN device and the raw socket (in `networkNamespace` when given); with `setUp` the device is
-    /// also set up, which the kernel needs before it delivers what is written into it.
-    public init(tunName: String, networkNamespace: String? = nil, setUp: Bool = false) throws(PacketIOError) {
-        let open = { @Sendable () throws(PacketIOError) -> (TUNDevice, RawIPSocket) in
-            let device = try TUNDevice(name: tunName)
+    /// Opens the TUN device (with offloads) and the sockets (in `networkNamespace` when given); with `setUp` the
+    /// device is also set up, which the kernel needs before it delivers what is written into it. `packetSocket`
+    /// false uses the raw socket alone (the plain path).
+    public init(
+        tunName: String, networkNamespace: String? = nil, setUp: Bool = false, packetSocket: Bool = true
+    ) throws(PacketIOError) {
+        typealias Opened = (TUNDevice, RawIPSocket, Int32?, PacketIOError?)
+        let open = { @Sendable () throws(PacketIOError) -> Opened in
+            let device = try TUNDevice(name: tunName, offloads: true)
             let input = try RawIPSocket(protocol: 4)
             if setUp { try device.setUp(using: input.fd) }
-            return (device, input)
+            guard packetSocket else { return (device, input, nil, nil) }
+            do throws(PacketIOError) {
+                let fd = try Self.openPacketSocket()
+                var one: Int32 = 1
+                // Only reassembled packets are wanted from the raw socket now: have the kernel flag them.
+                guard
+                    setsockopt(
+                        input.fd, Int32(IPPROTO_IP), fulcrum_IP_RECVFRAGSIZE, &one, socklen_t(MemoryLayout<Int32>.size))
+                        == 0
+                else {
+                    let code = errno
+                    close(fd)
+                    throw PacketIOError("IP_RECVFRAGSIZE on the IPIP raw socket", errno: code)
+                }
+                return (device, input, fd, nil)
+            } catch {
+                return (device, input, nil, error)
+            }
         }
         if let networkNamespace {
-            (device, input) = try NetworkNamespace.perform(path: networkNamespace, open)
+            (device, input, packetFD, packetSocketError) = try NetworkNamespace.perform(path: networkNamespace, open)
         } else {
-            (device, input) = try open()
+            (device, input, packetFD, packetSocketError) = try open()
         }
         input.setReceiveBuffer(4 << 20)
     }
+
+    deinit {
+        if let packetFD { close(packetFD) }
+    }
+
+    /// Whether GSO super-frames can arrive whole (the AF_PACKET input is open).
+    public var usesPacketSocket: Bool { packetFD != nil }
 
     public var statistics: Statistics { published.withLock { $0 } }
 
@@ -47,28 +95,158 @@ public final class IPIPDecapsulator: Sendable {
         loop.stop()
     }
 
+    /// The classic BPF filter of the packet socket (offsets from the Ethernet header): Ethernet devices only,
+    /// frames for this host, IPv4 protocol 4, not a fragment (MF or an offset: the raw socket gets those
+    /// reassembled). Anything else is dropped before the kernel copies it.
+    static let filter: [sock_filter] = {
+        func statement(_ code: Int32, _ k: Int32) -> sock_filter {
+            sock_filter(code: UInt16(code), jt: 0, jf: 0, k: UInt32(bitPattern: k))
+        }
+        func jump(_ code: Int32, _ k: Int32, _ jt: UInt8, _ jf: UInt8) -> sock_filter {
+            sock_filter(code: UInt16(code), jt: jt, jf: jf, k: UInt32(bitPattern: k))
+        }
+        let ld = Int32(BPF_LD)
+        let (w, h, b, abs) = (Int32(BPF_W), Int32(BPF_H), Int32(BPF_B), Int32(BPF_ABS))
+        let (jeq, jset, k) = (Int32(BPF_JMP | BPF_JEQ), Int32(BPF_JMP | BPF_JSET), Int32(BPF_K))
+        let ret = Int32(BPF_RET)
+        return [
+            statement(ld | w | abs, fulcrum_SKF_AD_HATYPE),  // 0
+            jump(jeq | k, 1, 0, 8),  // 1: ARPHRD_ETHER
+            statement(ld | w | abs, fulcrum_SKF_AD_PKTTYPE),  // 2
+            jump(jeq | k, 0, 0, 6),  // 3: PACKET_HOST
+            statement(ld | h | abs, 12),  // 4: EtherType
+            jump(jeq | k, 0x0800, 0, 4),  // 5
+            statement(ld | b | abs, 23),  // 6: IP protocol
+            jump(jeq | k, 4, 0, 2),  // 7
+            statement(ld | h | abs, 20),  // 8: flags + fragment offset
+            jump(jset | k, 0x3FFF, 0, 1),  // 9: a fragment → drop, else accept
+            statement(ret | k, 0),  // 10: drop
+            statement(ret | k, 0x40000),  // 11: accept (whole frame)
+        ]
+    }()
+
+    /// AF_PACKET, IPv4, every interface, PACKET_VNET_HDR, the filter above, a 4 MB receive buffer.
+    private static func openPacketSocket() throws(PacketIOError) -> Int32 {
+        let fd = socket(
+            AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(fulcrum_ETH_P_IP.bigEndian))
+        guard fd >= 0 else { throw PacketIOError("AF_PACKET socket for IPIP", errno: errno) }
+        func fail(_ operation: String, _ code: Int32) -> PacketIOError {
+            close(fd)
+            return PacketIOError("\(operation) on the IPIP packet socket", errno: code)
+        }
+        var one: Int32 = 1
+        guard
+            setsockopt(fd, fulcrum_SOL_PACKET, fulcrum_PACKET_VNET_HDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0
+        else { throw fail("PACKET_VNET_HDR", errno) }
+        let attached = filter.withUnsafeBufferPointer {
+            fulcrum_attach_socket_filter(fd, $0.baseAddress, UInt16($0.count))
+        }
+        guard attached == 0 else { throw fail("SO_ATTACH_FILTER", -attached) }
+        // Bound to every interface (index 0): the balancer's packets come in on whichever one routes to it.
+        let bound = fulcrum_packet_bind(fd, 0, fulcrum_ETH_P_IP)
+        guard bound == 0 else { throw fail("bind", -bound) }
+        SocketOptions.setReceiveBuffer(fd, 4 << 20)
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw fail("O_NONBLOCK", errno) }
+        return fd
+    }
+
     private func run() {
-        let capacity = 65536
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
-        defer { buffer.deallocate() }
-        let bytes = PacketBytes(buffer)
         var stats = Statistics()
-        var pfd = pollfd(fd: input.fd, events: Int16(POLLIN), revents: 0)
+        let slotSize = VirtioNetHeader.length + 65536
+        let batch = MessageBatch(count: 16, slotSize: 64 + slotSize, headroom: 64)
+        // The raw socket's buffer: with the packet socket, big enough for a reassembled packet, and a GSO packet
+        // it also sees (and we discard) is truncated to this, so the kernel copies little; alone, 64 KB.
+        let rawCapacity = packetFD == nil ? 65536 : 4096
+        let rawBuffer = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: VirtioNetHeader.length + rawCapacity, alignment: 16)
+        defer { rawBuffer.deallocate() }
+        let control = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 16)
+        defer { control.deallocate() }
+        var fds = [pollfd(fd: input.fd, events: Int16(POLLIN), revents: 0)]
+        if let packetFD { fds.append(pollfd(fd: packetFD, events: Int16(POLLIN), revents: 0)) }
         while !loop.isStopping {
-            pfd.revents = 0
-            guard poll(&pfd, 1, 100) > 0 else { continue }
-            for _ in 0..<64 {
-                let n = recv(input.fd, buffer.baseAddress, capacity, Int32(MSG_DONTWAIT))
-                if n <= 0 { break }
-                do throws(DropReason) {
-                    let inner = try Encapsulation.parseIPIP(bytes, at: 0, limit: n)
-                    _ = write(device.fd, buffer.baseAddress! + inner.offset, inner.totalLength)
-                    stats.decapsulated &+= 1
-                } catch {
-                    stats.drops.record(error)
+            for i in fds.indices { fds[i].revents = 0 }
+            guard poll(&fds, nfds_t(fds.count), 100) > 0 else { continue }
+            if let packetFD, fds[1].revents != 0 {
+                let received = batch.receive(packetFD)
+                for i in 0..<received {
+                    let bytes = batch.slot(i)
+                    let length = batch.length(i) - VirtioNetHeader.length
+                    do throws(DropReason) {
+                        let offload = try VirtioNetHeader(bytes, at: batch.headroom)
+                        let prepared = try IPIPDecapsulation.prepare(
+                            bytes, frameStart: batch.headroom + VirtioNetHeader.length, length: length,
+                            offload: offload)
+                        write(prepared, bytes, &stats)
+                    } catch {
+                        stats.drops.record(error)
+                    }
+                }
+            }
+            if fds[0].revents != 0 {
+                for _ in 0..<64 {
+                    let bytes = PacketBytes(rawBuffer)
+                    let (n, reassembled, truncated) = receiveRaw(into: rawBuffer, control: control)
+                    if n <= 0 { break }
+                    // With the packet socket open, it already had everything that came whole.
+                    guard packetFD == nil || reassembled else { continue }
+                    do throws(DropReason) {
+                        guard !truncated else { throw .tooBig }
+                        let prepared = try IPIPDecapsulation.prepareWhole(
+                            bytes, at: VirtioNetHeader.length, limit: VirtioNetHeader.length + n)
+                        write(prepared, bytes, &stats)
+                        if reassembled { stats.reassembled &+= 1 }
+                    } catch {
+                        stats.drops.record(error)
+                    }
                 }
             }
             published.withLock { $0 = stats }
+        }
+    }
+
+    @inline(__always)
+    private func write(_ prepared: IPIPDecapsulation.Prepared, _ bytes: PacketBytes, _ stats: inout Statistics) {
+        let range = prepared.range
+        if Glibc.write(device.fd, bytes.raw.baseAddress! + range.lowerBound, range.count) == range.count {
+            stats.decapsulated &+= 1
+            if prepared.header.isGSO { stats.gsoWrites &+= 1 }
+        } else {
+            stats.writeFailures &+= 1
+        }
+    }
+
+    /// One packet from the raw socket into `buffer` after room for a `VirtioNetHeader`: its length (≤ 0: none),
+    /// whether the kernel reassembled it (an `IP_RECVFRAGSIZE` control message) and whether it was cut short.
+    private func receiveRaw(
+        into buffer: UnsafeMutableRawBufferPointer, control: UnsafeMutableRawBufferPointer
+    ) -> (Int, Bool, Bool) {
+        var vector = iovec(
+            iov_base: buffer.baseAddress! + VirtioNetHeader.length, iov_len: buffer.count - VirtioNetHeader.length)
+        var message = msghdr()
+        return withUnsafeMutablePointer(to: &vector) { vectorPointer in
+            message.msg_iov = vectorPointer
+            message.msg_iovlen = 1
+            message.msg_control = control.baseAddress
+            message.msg_controllen = control.count
+            let n = recvmsg(input.fd, &message, Int32(MSG_DONTWAIT))
+            guard n > 0 else { return (n, false, false) }
+            var reassembled = false
+            // A control message of level IPPROTO_IP, type IP_RECVFRAGSIZE (cmsghdr: length, level, type).
+            if message.msg_controllen >= MemoryLayout<cmsghdr>.size {
+                var offset = 0
+                while offset + MemoryLayout<cmsghdr>.size <= Int(message.msg_controllen) {
+                    let header = control.load(fromByteOffset: offset, as: cmsghdr.self)
+                    if header.cmsg_level == Int32(IPPROTO_IP) && header.cmsg_type == fulcrum_IP_RECVFRAGSIZE {
+                        reassembled = true
+                    }
+                    let length = (Int(header.cmsg_len) + 7) & ~7
+                    guard length > 0 else { break }
+                    offset += length
+                }
+            }
+            return (n, reassembled, message.msg_flags & Int32(MSG_TRUNC) != 0)
         }
     }
 }

@@ -4,12 +4,15 @@ import CFulcrumLinux
 import Glibc
 #endif
 
-/// The TAP device a VXLAN tunnel service writes its outer frames into: the kernel receives them as if from a
-/// wire, routes them to the backend and segments GSO super-frames itself (UDP-tunnel GSO, Linux 6.17+).
+/// The TAP device a tunnel service writes its frames into: the kernel receives them as if from a wire, routes
+/// them to the backend and segments GSO super-frames itself.
 ///
-/// Opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, a 24-byte header (`VirtioNetTunnelHeader`) and the offloads
-/// checksum, TSO4, TSO ECN and UDP-tunnel GSO. A TAP, not a TUN: the kernel checks the tunnel offsets
-/// against an Ethernet header and refuses the same frame on a TUN. Frames received from the device are routed
+/// Opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR and one of two `Format`s. VXLAN: a 24-byte header
+/// (`VirtioNetTunnelHeader`) and the offloads checksum, TSO4, TSO ECN and UDP-tunnel GSO (Linux 6.17+); a TAP,
+/// not a TUN, because the kernel checks the tunnel offsets against an Ethernet header and refuses the same frame
+/// on a TUN. IPIP: the plain 10-byte `VirtioNetHeader` and checksum, TSO4, TSO ECN; the frames carry the inner
+/// packet and the tcx program `IPIPEncapsulationProgram` adds the outer header (a TAP because that program
+/// reads the backend from the Ethernet header). Frames received from the device are routed
 /// like any others, so `configureForwarding` lets the kernel forward what arrives on this device only
 /// (`forwarding=1`), accept our own address as the source (`accept_local=1`) and skip the reverse-path
 /// check (`rp_filter=0`); the VIP's interface keeps `forwarding=0`, so the kernel never forwards the VIP's
@@ -28,10 +31,22 @@ public final class TunnelTAPDevice: Sendable {
     /// The device's MAC address: the destination of the frames we write (the kernel's own, so it takes them).
     public let mac: MACAddress
 
+    /// What the frames written into the device start with.
+    public enum Format: Sendable, Equatable {
+        /// `VirtioNetTunnelHeader` (24 bytes), UDP-tunnel GSO: VXLAN outer frames.
+        case udpTunnel
+        /// `VirtioNetHeader` (10 bytes), TCPv4 GSO: inner packets the IPIP program encapsulates.
+        case plain
+
+        var headerLength: Int { self == .udpTunnel ? VirtioNetTunnelHeader.length : VirtioNetHeader.length }
+    }
+
+    public let format: Format
+
     /// Opens (creating) TAP `name` in the calling thread's network namespace, non-blocking, and sets it up.
-    /// Throws `PacketIOError` with the failing step; EINVAL from TUNSETOFFLOAD means the kernel has no
-    /// UDP-tunnel GSO on TUN/TAP (before 6.17).
-    public init(name: String) throws(PacketIOError) {
+    /// Throws `PacketIOError` with the failing step; EINVAL from TUNSETOFFLOAD with `.udpTunnel` means the kernel
+    /// has no UDP-tunnel GSO on TUN/TAP (before 6.17).
+    public init(name: String, format: Format = .udpTunnel) throws(PacketIOError) {
         var actual = [CChar](repeating: 0, count: Int(IFNAMSIZ))
         let fd = fulcrum_tun_open(name, fulcrum_IFF_TAP | fulcrum_IFF_NO_PI | fulcrum_IFF_VNET_HDR, &actual)
         guard fd >= 0 else { throw PacketIOError("open TAP \(name)", errno: -fd) }
@@ -39,11 +54,16 @@ public final class TunnelTAPDevice: Sendable {
             close(fd)
             return PacketIOError("\(operation) on TAP \(name)", errno: code)
         }
-        var rc = fulcrum_tun_set_vnet_header_size(fd, Int32(VirtioNetTunnelHeader.length))
-        guard rc == 0 else { throw fail("TUNSETVNETHDRSZ \(VirtioNetTunnelHeader.length)", -rc) }
-        rc = fulcrum_tun_set_offload(
-            fd, fulcrum_TUN_F_CSUM | fulcrum_TUN_F_TSO4 | fulcrum_TUN_F_TSO_ECN | fulcrum_TUN_F_UDP_TUNNEL_GSO)
-        guard rc == 0 else { throw fail("TUNSETOFFLOAD with UDP-tunnel GSO (Linux 6.17 or later)", -rc) }
+        var rc = fulcrum_tun_set_vnet_header_size(fd, Int32(format.headerLength))
+        guard rc == 0 else { throw fail("TUNSETVNETHDRSZ \(format.headerLength)", -rc) }
+        if format == .udpTunnel {
+            rc = fulcrum_tun_set_offload(
+                fd, fulcrum_TUN_F_CSUM | fulcrum_TUN_F_TSO4 | fulcrum_TUN_F_TSO_ECN | fulcrum_TUN_F_UDP_TUNNEL_GSO)
+            guard rc == 0 else { throw fail("TUNSETOFFLOAD with UDP-tunnel GSO (Linux 6.17 or later)", -rc) }
+        } else {
+            rc = fulcrum_tun_set_offload(fd, fulcrum_TUN_F_CSUM | fulcrum_TUN_F_TSO4 | fulcrum_TUN_F_TSO_ECN)
+            guard rc == 0 else { throw fail("TUNSETOFFLOAD", -rc) }
+        }
         let flags = fcntl(fd, F_GETFL)
         guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw fail("O_NONBLOCK", errno) }
         let deviceName = String(decoding: actual.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -54,6 +74,7 @@ public final class TunnelTAPDevice: Sendable {
         rc = fulcrum_if_hwaddr(socketFD, deviceName, &m)
         guard rc == 0 else { throw fail("SIOCGIFHWADDR", -rc) }
         self.fd = fd
+        self.format = format
         self.name = deviceName
         mac = MACAddress(m[0], m[1], m[2], m[3], m[4], m[5])
         // IPv6 off first (router solicitations would queue up unread); a host without IPv6 has no such file.

@@ -13,9 +13,12 @@ import Glibc
 ///
 /// VXLAN writes into a TAP device (`TunnelTAPDevice`, default name `fvx0`) with UDP-tunnel GSO: a client's
 /// GSO super-frame leaves as one write and the kernel segments it after routing (or passes it whole through a
-/// veth). Where the kernel lacks UDP-tunnel GSO on TAP (before 6.17), and always for IPIP (there is no GSO type
-/// for it), super-frames are split in software and the outer packets go through a raw IPv4 socket, batched
-/// with `sendmmsg`.
+/// veth). IPIP has no virtio GSO type, so it writes the inner frame into a TAP (`fip0`) with a plain TCPv4 GSO
+/// header and a tcx program on that TAP (`IPIPEncapsulationProgram`) adds the outer header, which makes the
+/// kernel treat the super-frame as SKB_GSO_IPXIP4. Where that is impossible (VXLAN: no UDP-tunnel GSO on TAP
+/// before 6.17; IPIP: the program cannot be loaded or attached — no CAP_BPF, no tcx before 6.6, a verifier
+/// rejection; either: strict rp_filter) super-frames are split in software and the outer packets go through a
+/// raw IPv4 socket, batched with `sendmmsg` (`fallbackReason` says why).
 ///
 /// Backends decapsulate (VXLAN device or the ipip module, or `IPIPDecapsulator` where the module is missing)
 /// and answer the client directly. Outer packets above the MTU are counted (`exceedsMTU`): through the TAP
@@ -35,9 +38,11 @@ public final class TunnelVirtualService: Sendable {
     public let socket: PacketSocket
     /// The raw socket of the split path (IPIP, or VXLAN without a TAP device).
     public let output: RawIPSocket
-    /// The TAP device of the whole-frame path (VXLAN), nil on the split path.
+    /// The TAP device of the whole-frame path, nil on the split path.
     public let device: TunnelTAPDevice?
-    /// Why a VXLAN service runs on the split path although it asked for a TAP (for the operator's log).
+    /// IPIP's encapsulation program, attached to `device`'s tcx ingress (nil for VXLAN and on the split path).
+    public let encapsulationProgram: TCXIngressProgram?
+    /// Why the service runs on the split path although it asked for a TAP (for the operator's log).
     public let fallbackReason: String?
     private let loop = PacketWorkerLoop()
     private let owning: Atomic<Bool>
@@ -46,43 +51,63 @@ public final class TunnelVirtualService: Sendable {
     public let mirror = FlowMirrorPort()
 
     /// `settings.frame.localMAC` is replaced by the interface's MAC and `settings.output` by the device's.
-    /// A VXLAN service opens TAP `deviceName` (nil: the raw-socket path); when the kernel cannot do UDP-tunnel
-    /// GSO on it (EINVAL) or filters reverse paths strictly, the service falls back to the raw-socket path
-    /// (`usesTAP` says which one runs, `fallbackReason` why).
+    /// The service opens TAP `deviceName` (nil: `fvx0` for VXLAN, `fip0` for IPIP) unless `wholeFrames` is false;
+    /// when the kernel cannot take whole frames there (see the type's documentation) it falls back to the
+    /// raw-socket path (`usesTAP` says which one runs, `fallbackReason` why).
     public init(
         settings: TunnelSettings, pool: Pool, interface: String, networkNamespace: String? = nil,
-        deviceName: String? = "fvx0", answersARP: Bool = true
+        deviceName: String? = nil, wholeFrames: Bool = true, answersARP: Bool = true
     ) throws(PacketIOError) {
         self.pool = pool
         owning = Atomic(answersARP)
-        var isVXLAN = false
-        if case .vxlan = settings.kind { isVXLAN = true }
-        let tapName = isVXLAN ? deviceName : nil
-        typealias Opened = (PacketSocket, RawIPSocket, TunnelTAPDevice?, String?)
+        let isVXLAN: Bool
+        if case .vxlan = settings.kind { isVXLAN = true } else { isVXLAN = false }
+        let tapName = deviceName ?? (isVXLAN ? "fvx0" : "fip0")
+        let source = settings.localAddress
+        typealias Opened = (PacketSocket, RawIPSocket, TunnelTAPDevice?, TCXIngressProgram?, String?)
         let open = { @Sendable () throws(PacketIOError) -> Opened in
             var tap: TunnelTAPDevice?
+            var program: TCXIngressProgram?
             var fallback: String?
-            if let tapName {
-                if TunnelTAPDevice.strictReversePathFilter() {
-                    fallback = "net.ipv4.conf.all.rp_filter=1 (strict) would drop what TAP \(tapName) forwards"
-                } else {
-                    do throws(PacketIOError) {
-                        tap = try TunnelTAPDevice(name: tapName)
-                    } catch  where error.errno == EINVAL {
-                        fallback = "no UDP-tunnel GSO on TAP in this kernel (\(error))"
-                    }
+            if !wholeFrames {
+                fallback = "whole-frame path switched off"
+            } else if TunnelTAPDevice.strictReversePathFilter() {
+                fallback = "net.ipv4.conf.all.rp_filter=1 (strict) would drop what TAP \(tapName) forwards"
+            } else if isVXLAN {
+                do throws(PacketIOError) {
+                    tap = try TunnelTAPDevice(name: tapName)
+                } catch  where error.errno == EINVAL {
+                    fallback = "no UDP-tunnel GSO on TAP in this kernel (\(error))"
+                }
+            } else {
+                do throws(PacketIOError) {
+                    let device = try TunnelTAPDevice(name: tapName, format: .plain)
+                    let index = if_nametoindex(device.name)
+                    guard index > 0 else { throw PacketIOError("if_nametoindex \(device.name)", errno: errno) }
+                    program = try TCXIngressProgram(
+                        instructions: IPIPEncapsulationProgram.instructions(source: source),
+                        interfaceIndex: Int32(index), name: "fulcrum_ipip")
+                    tap = device
+                } catch {
+                    // The device (if opened) closes with `device` and disappears with it.
+                    fallback = "IPIP encapsulation program not attached (\(error))"
                 }
             }
-            return (try PacketSocket(interface: interface), try RawIPSocket(), tap, fallback)
+            return (try PacketSocket(interface: interface), try RawIPSocket(), tap, program, fallback)
         }
         if let networkNamespace {
-            (socket, output, device, fallbackReason) = try NetworkNamespace.perform(path: networkNamespace, open)
+            (socket, output, device, encapsulationProgram, fallbackReason) = try NetworkNamespace.perform(
+                path: networkNamespace, open)
         } else {
-            (socket, output, device, fallbackReason) = try open()
+            (socket, output, device, encapsulationProgram, fallbackReason) = try open()
         }
         var s = settings
         s.frame.localMAC = socket.mac
-        s.output = device.map { .tap(mac: $0.mac) } ?? .rawSocket
+        if let device {
+            s.output = isVXLAN ? .tap(mac: device.mac) : .ipipTAP(mac: device.mac)
+        } else {
+            s.output = .rawSocket
+        }
         self.settings = s
     }
 
