@@ -72,6 +72,36 @@ let isRoot = geteuid() == 0
             #expect(running.tunnelUsesTAP, "VXLAN runs on the TAP path (kernel with UDP-tunnel GSO on TAP)")
             #expect(running.gsoFramesWhole > 0, "whole GSO frames: \(running.summary)")
         }
+        if mode == "ipip" {
+            // The upload's super-frames went whole into fip0, the tcx program encapsulated them (SKB_GSO_IPXIP4),
+            // they crossed the bridge whole and each backend's decapsulator wrote them whole into its TUN.
+            #expect(running.tunnelUsesTAP, "IPIP runs on the TAP + tcx program path: \(running.fallbackReason ?? "")")
+            #expect(running.gsoFramesWhole > 0 && running.gsoFramesSplit == 0, "\(running.summary)")
+            #expect(running.decapsulatorGSOWrites > 0, "GSO writes into the backends' TUNs: \(running.summary)")
+        }
+    }
+
+    /// Without the encapsulation program (here switched off; in production: no CAP_BPF, no tcx, a verifier
+    /// rejection) IPIP takes the software split through the raw socket, and the decapsulators get plain packets.
+    @Test(.enabled(if: isRoot, "needs root for network namespaces: packet-plane end-to-end tests SKIPPED"))
+    func ipipWithoutTheProgramSplitsInSoftware() throws {
+        let running = try RunningMode("ipip-split")
+        defer { running.stop() }
+        let lab = running.lab
+        #expect(!running.tunnelUsesTAP)
+        #expect(running.fallbackReason?.contains("switched off") == true, "\(running.fallbackReason ?? "nil")")
+        let upload = try lab.run(
+            "/usr/sbin/ip",
+            [
+                "netns", "exec", lab.client, "curl", "-s", "--max-time", "60", "-H", "Expect:", "-T",
+                lab.uploadFile.path, "http://10.200.0.100/upload",
+            ],
+            timeout: 65)
+        #expect(upload.stdout == lab.uploadFileSHA256, "upload: \(upload.stdout)")
+        print("ipip-split bulk: \(running.summary)")
+        #expect(running.gsoFramesSplit > 0 && running.gsoFramesWhole == 0, "\(running.summary)")
+        #expect(running.decapsulatorGSOWrites == 0, "\(running.summary)")
+        try running.checkConsistency(everyPacketDecapsulated: false)
     }
 }
 
@@ -220,6 +250,7 @@ final class RunningMode {
             try dsr.start()
         default:
             let isVXLAN = mode == "vxlan"
+            // "ipip-split": IPIP with the whole-frame path switched off (the software split).
             try lab.configureForTunnel(vxlanMAC: isVXLAN ? Self.vxlanMAC : nil, advmss: isVXLAN ? 1410 : 1440)
             if !isVXLAN {
                 for (name, _, _) in lab.backends {
@@ -241,7 +272,8 @@ final class RunningMode {
                 frame: FrameServiceSettings(service: service, localMAC: .zero), kind: kind,
                 localAddress: TestPackets.lb)
             let tunnel = try TunnelVirtualService(
-                settings: settings, pool: TestPackets.pool(port: 80), interface: "eth0", networkNamespace: lbNamespace)
+                settings: settings, pool: TestPackets.pool(port: 80), interface: "eth0", networkNamespace: lbNamespace,
+                wholeFrames: mode != "ipip-split")
             self.tunnel = tunnel
             try tunnel.start()
         }
@@ -257,6 +289,15 @@ final class RunningMode {
     /// GSO super-frames the tunnel service handed to the kernel whole.
     var gsoFramesWhole: UInt64 { tunnel?.statistics.forwarding.gsoFramesWhole ?? 0 }
 
+    /// GSO super-frames the tunnel service split in software.
+    var gsoFramesSplit: UInt64 { tunnel?.statistics.forwarding.gsoFrames ?? 0 }
+
+    /// Why the tunnel service runs on the split path (nil on the whole-frame path).
+    var fallbackReason: String? { tunnel?.fallbackReason }
+
+    /// TCP GSO super-frames the IPIP decapsulators wrote whole into their TUNs.
+    var decapsulatorGSOWrites: UInt64 { decapsulators.map { $0.statistics.gsoWrites }.reduce(0, +) }
+
     var drops: DropCounters {
         nat?.statistics.drops ?? dsr?.statistics.drops ?? tunnel?.statistics.drops ?? DropCounters()
     }
@@ -264,7 +305,10 @@ final class RunningMode {
     var summary: String {
         if let nat { return "\(nat.statistics)" }
         if let dsr { return "\(dsr.statistics)" }
-        if let tunnel { return "\(tunnel.statistics), decap \(decapsulators.map { $0.statistics.decapsulated })" }
+        if let tunnel {
+            let decap = decapsulators.map { "\($0.statistics.decapsulated) (\($0.statistics.gsoWrites) GSO)" }
+            return "\(tunnel.statistics), decap \(decap)"
+        }
         return ""
     }
 

@@ -45,12 +45,37 @@ import Glibc
         #expect(status["running"] as? Bool == true)
         #expect(status["flows_created"] as? Int == requests, "\(status)")
         #expect((status["packets_in"] as? Int ?? 0) >= requests * 3, "\(status)")
+        if mode == "ipip" || mode == "vxlan" {
+            // The whole-frame path runs: the log names the TAP (and for IPIP the tcx program).
+            let log = (try? String(contentsOf: server.logFile, encoding: .utf8)) ?? ""
+            let device = mode == "ipip" ? "eth0 -> fip0 (IPIP GSO, tcx program)" : "eth0 -> fvx0 (tunnel GSO)"
+            #expect(log.contains(device), "\(log)")
+            #expect(!log.contains("split in software"), "\(log)")
+        }
         let metrics = try server.admin("/metrics")
         let modeLabel = mode == "vxlan" || mode == "ipip" ? "tunnel-\(mode)" : mode
         #expect(
             metrics.contains(
                 "fulcrum_vs_flows_created_total{mode=\"\(modeLabel)\",virtual_service=\"web\"} \(requests)"),
             "\(metrics.split(separator: "\n").filter { $0.hasPrefix("fulcrum_vs_flows_created") })")
+    }
+
+    /// `fulcrum run` without CAP_BPF and CAP_SYS_ADMIN cannot load the IPIP encapsulation program: the service
+    /// still starts, says once why it splits super-frames in software, and forwards.
+    @Test(.enabled(if: isRoot, "needs root for network namespaces: server packet-plane tests SKIPPED"))
+    func ipipWithoutBPFFallsBackAndSaysWhy() throws {
+        let server = try RunningServer("ipip-nobpf")
+        defer { server.stop() }
+        let answers = try server.lab.requestThroughVIP(15)
+        #expect(answers.values.reduce(0, +) == 15 && answers.count == 3, "\(answers)")
+        let log = (try? String(contentsOf: server.logFile, encoding: .utf8)) ?? ""
+        let warnings = log.split(separator: "\n").filter { $0.contains("split in software") }
+        #expect(warnings.count == 1, "\(log)")
+        #expect(warnings.first?.contains("IPIP encapsulation program not attached") == true, "\(log)")
+        #expect(warnings.first?.contains("Operation not permitted") == true, "\(log)")
+        #expect(log.contains("eth0 -> raw socket (software segmentation)"), "\(log)")
+        let status = try server.virtualService()
+        #expect(status["running"] as? Bool == true, "\(status)")
     }
 
     /// A backend whose service stops is marked down by its health check within fall × interval (+ one check
@@ -283,7 +308,7 @@ final class RunningServer {
             try lab.configureForTunnel(
                 vxlanMAC: mode == "vxlan" ? RunningMode.vxlanMAC : nil, advmss: mode == "vxlan" ? 1410 : 1440)
         }
-        if mode == "ipip" {
+        if mode.hasPrefix("ipip") {
             for (name, _, _) in lab.backends {
                 let ns = "\(lab.prefix)-\(name)"
                 decapsulators.append(try spawn(["netns", "exec", ns, Self.binary.path, "decap", "--ipip"], log: nil))
@@ -300,7 +325,10 @@ final class RunningServer {
         process = try spawn(
             [
                 "netns", "exec", lab.lb, "/usr/bin/python3", "-c",
-                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, range(1, 32)); "
+                "import ctypes, os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, range(1, 32)); "
+                    // "ipip-nobpf": without CAP_BPF (39) and CAP_SYS_ADMIN (21) in the bounding set, fulcrum
+                    // cannot load its IPIP program (PR_CAPBSET_DROP = 24) and must fall back.
+                    + (mode == "ipip-nobpf" ? "[ctypes.CDLL(None).prctl(24, c) for c in (39, 21)]; " : "")
                     + "os.execv(sys.argv[1], sys.argv[1:])",
                 Self.binary.path, "run", "--config", configFile.path,
             ], log: logFile)
