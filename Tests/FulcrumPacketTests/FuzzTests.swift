@@ -62,6 +62,12 @@ import Testing
             settings: TunnelSettings(
                 frame: frameSettings, kind: vxlan.settings.kind, localAddress: TestPackets.lb,
                 output: .tap(mac: TestPackets.lbMAC)))
+        // IPIP into its TAP (the tcx program encapsulates): whole super-frames with a plain virtio_net_hdr.
+        let ipipTAP = TunnelForwarder(
+            settings: TunnelSettings(
+                frame: frameSettings, kind: .ipip, localAddress: TestPackets.lb,
+                output: .ipipTAP(mac: TestPackets.lbMAC)
+            ))
 
         // Enough for the TAP path (outer headers, Ethernet and virtio_net_hdr before the IP header).
         let headroom = vxlanTAP.settings.headroom
@@ -87,7 +93,7 @@ import Testing
                             _ in TestPackets.clientMAC
                         }
                     default:
-                        let forwarder = mode == 2 ? (i % 8 == 2 ? vxlanTAP : vxlan) : ipip
+                        let forwarder = mode == 2 ? (i % 8 == 2 ? vxlanTAP : vxlan) : (i % 8 == 3 ? ipipTAP : ipip)
                         return forwarder.process(
                             p, frameStart: headroom, length: length, offload: offload, snapshot: snapshot, now: now,
                             scratch: s
@@ -102,6 +108,17 @@ import Testing
                     PacketBytes(UnsafeMutableRawBufferPointer(rebasing: p.raw[headroom...])), length: length)
                 _ = try? Encapsulation.parseIPIP(p, at: headroom + 14, limit: headroom + length)
                 _ = try? Encapsulation.parseVXLAN(p, at: headroom + 14, limit: headroom + length)
+                // The decapsulator's decision last: it writes its header into the frame.
+                if let offload {
+                    // Half the time as an IPIP frame (protocol 4, checksum fixed): the inner parse sees the rest.
+                    let ip = headroom + 14
+                    let headerLength = length >= 34 ? Int(p.u8(ip) & 0x0F) * 4 : 0
+                    if i % 2 == 0, headerLength >= 20, 14 + headerLength <= length {
+                        p.setU8(ip + 9, 4)
+                        IPv4Header.setChecksum(p, at: ip, headerLength: headerLength)
+                    }
+                    _ = try? IPIPDecapsulation.prepare(p, frameStart: headroom, length: length, offload: offload)
+                }
             }
             let name: String
             switch verdict {
@@ -123,9 +140,12 @@ import Testing
                 #expect(verdicts[expected, default: 0] > 0, "no \(expected) verdict: \(verdicts)")
             }
         }
-        let totalDrops = nat.drops.total + dsr.drops.total + vxlan.drops.total + ipip.drops.total + vxlanTAP.drops.total
+        let totalDrops =
+            nat.drops.total + dsr.drops.total + vxlan.drops.total + ipip.drops.total + vxlanTAP.drops.total
+            + ipipTAP.drops.total
         if Self.iterations >= 100_000 {
             #expect(vxlanTAP.counters.gsoFramesWhole > 0, "the TAP path saw whole super-frames")
+            #expect(ipipTAP.counters.gsoFramesWhole > 0, "the IPIP TAP path saw whole super-frames")
         }
         #expect(
             Int(totalDrops)
