@@ -229,8 +229,9 @@ public final class TunnelForwarder {
             guard h.gsoType & ~VirtioNetHeader.gsoECN == VirtioNetHeader.gsoTCPv4, ip.proto == IPProtocolNumber.tcp
             else { throw .unsupportedGSO }
             let mss = Int(h.gsoSize)
-            // The program lowers gso_size by the outer header (bpf_skb_adjust_room without FIXED_GSO).
-            guard mss >= Offload.minimumSegmentSize + overhead else { throw .badOffloadHeader }
+            // The same bound as the other paths; the program then lowers gso_size by the outer header
+            // (bpf_skb_adjust_room without FIXED_GSO), which leaves at least 44 bytes per segment.
+            guard mss >= Offload.minimumSegmentSize else { throw .badOffloadHeader }
             guard ip.totalLength + overhead <= 65535 else {
                 var failure: DropReason?
                 let n = try Offload.segmentTCPv4(

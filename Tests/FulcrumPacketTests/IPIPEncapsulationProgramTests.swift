@@ -77,6 +77,22 @@ import Glibc
         #expect(forwarder.counters.exceedsMTU == 0, "1408 + 40 + 20 + 20 = 1488 fits")
     }
 
+    /// Small segments (iperf3 `-M 88`: 76 bytes of payload each) still go whole; the program makes them 56.
+    @Test func superFrameOfSmallSegmentsGoesWholeToo() throws {
+        let forwarder = forwarder()
+        let inner = Self.superFrame(payload: 760)
+        let gso = VirtioNetHeader(
+            flags: 1, gsoType: VirtioNetHeader.gsoTCPv4, headerLength: 54, gsoSize: 76, checksumStart: 34,
+            checksumOffset: 16)
+        let (verdict, out, _) = try send(forwarder, frame: TestPackets.ethernet() + inner, offload: gso)
+        #expect(verdict == .emitted(segments: 1) && out.count == 1)
+        #expect(out.first.map { Array($0[0..<10]) } == [1, 1, 54, 0, 76, 0, 34, 0, 16, 0])
+        #expect(forwarder.counters.gsoFramesWhole == 1)
+        // 760 / 56 → 14 outer ids reserved.
+        let (_, next, _) = try send(forwarder, frame: TestPackets.ethernet() + inner, offload: gso)
+        #expect(next.first.map { TestPackets.read16($0, 10 + 10) } == 15)
+    }
+
     @Test func smallPacketKeepsItsPartialChecksumAndAFullOneStaysUntouched() throws {
         let forwarder = forwarder()
         let complete = TestPackets.ipv4(flags: TCPFlags.ack, payload: Array("small".utf8))
