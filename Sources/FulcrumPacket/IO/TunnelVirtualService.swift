@@ -36,7 +36,7 @@ public final class TunnelVirtualService: Sendable {
     public let settings: TunnelSettings
     public let pool: Pool
     public let socket: PacketSocket
-    /// The raw socket of the split path (IPIP, or VXLAN without a TAP device).
+    /// The raw socket of the split path (a service without its TAP device, or a frame too big for one).
     public let output: RawIPSocket
     /// The TAP device of the whole-frame path, nil on the split path.
     public let device: TunnelTAPDevice?
