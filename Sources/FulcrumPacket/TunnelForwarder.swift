@@ -68,6 +68,7 @@ public struct TunnelSettings: Sendable, Equatable {
 /// set of outer headers for all of it and a `VirtioNetTunnelHeader` telling the kernel to segment it (or to
 /// pass it whole through a veth): one write per up to 64 KB instead of one packet per MSS. Other packets
 /// (and super-frames too big for one outer IPv4 packet, which are split) get a header without offloads.
+/// `Output.ipipTAP` (IPIP) writes no outer header at all: the TAP's tcx program adds it (see that case).
 public final class TunnelForwarder {
     public let settings: TunnelSettings
     public let pinning: BackendFlows

@@ -43,7 +43,7 @@ final class PacketPlane {
             logger.info("virtual service stopped", metadata: ["virtual_service": .string(key)])
         }
         var natIndex = 0
-        // TAP names of VXLAN workers that keep running through this apply: a (re)started one takes a free name.
+        // TAP names of tunnel workers that keep running through this apply: a (re)started one takes a free name.
         var tapNamesInUse = Set(
             services.compactMap { key, running -> String? in
                 guard wanted[key] == running.config, pools[running.config.pool] === running.pool else { return nil }
