@@ -40,6 +40,9 @@ public enum DropReason: Int, Error, CaseIterable, Sendable, CustomStringConverti
     case arpIgnored
     /// TTL reached zero.
     case ttlExpired
+    /// An IPIP packet whose outer destination is not an address of this host (the decapsulator leaves it to
+    /// the kernel, which forwards or refuses it as it would any packet).
+    case notLocal
 
     public var description: String {
         switch self {
@@ -63,6 +66,7 @@ public enum DropReason: Int, Error, CaseIterable, Sendable, CustomStringConverti
         case .tooBig: return "too_big"
         case .arpIgnored: return "arp_ignored"
         case .ttlExpired: return "ttl_expired"
+        case .notLocal: return "not_local"
         }
     }
 }

@@ -22,15 +22,19 @@ public enum IPIPDecapsulation {
     }
 
     /// `p[frameStart ..< frameStart + length]` is an Ethernet frame received with `offload`; the outer IPv4
-    /// header is checked (checksum, no fragment), must be protocol 4 and carry an inner IPv4 packet. Throws the
+    /// header is checked (checksum, no fragment), must be protocol 4, be addressed to this host (`isLocal`: a
+    /// packet socket also sees frames the kernel would forward) and carry an inner IPv4 packet. Throws the
     /// reason to count otherwise.
     public static func prepare(
-        _ p: PacketBytes, frameStart: Int, length: Int, offload: VirtioNetHeader
+        _ p: PacketBytes, frameStart: Int, length: Int, offload: VirtioNetHeader, isLocal: (UInt32) -> Bool
     ) throws(DropReason) -> Prepared {
         let end = frameStart + length
         guard frameStart >= 0, end <= p.count, length >= Ethernet.headerLength else { throw .truncated }
         guard p.u16(frameStart + 12) == Ethernet.typeIPv4 else { throw .unsupportedEtherType }
-        let inner = try Encapsulation.parseIPIP(p, at: frameStart + Ethernet.headerLength, limit: end)
+        let outer = try IPv4Header.parse(p, at: frameStart + Ethernet.headerLength, limit: end)
+        guard outer.proto == IPProtocolNumber.ipip else { throw .unsupportedProtocol }
+        guard isLocal(outer.destination) else { throw .notLocal }
+        let inner = try IPv4Header.parse(p, at: outer.payloadOffset, limit: outer.end)
         return try prepare(p, inner: inner, offload: offload, checksumBase: frameStart)
     }
 

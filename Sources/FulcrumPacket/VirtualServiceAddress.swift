@@ -48,7 +48,7 @@ public struct ForwardingCounters: Sendable, Equatable {
     /// GSO super-frames split in software, and the segments they became.
     public var gsoFrames: UInt64 = 0
     public var gsoSegments: UInt64 = 0
-    /// GSO super-frames encapsulated whole and handed to the kernel to segment (VXLAN through the TAP device).
+    /// GSO super-frames encapsulated whole and handed to the kernel to segment (VXLAN or IPIP through a TAP device).
     public var gsoFramesWhole: UInt64 = 0
 
     public init() {}

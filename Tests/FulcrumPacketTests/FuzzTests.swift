@@ -117,7 +117,8 @@ import Testing
                         p.setU8(ip + 9, 4)
                         IPv4Header.setChecksum(p, at: ip, headerLength: headerLength)
                     }
-                    _ = try? IPIPDecapsulation.prepare(p, frameStart: headroom, length: length, offload: offload)
+                    _ = try? IPIPDecapsulation.prepare(
+                        p, frameStart: headroom, length: length, offload: offload, isLocal: { _ in true })
                 }
             }
             let name: String

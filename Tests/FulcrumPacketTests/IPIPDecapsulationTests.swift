@@ -23,7 +23,8 @@ import Testing
         var buffer = frame
         return buffer.withPacket { p in
             do throws(DropReason) {
-                let prepared = try IPIPDecapsulation.prepare(p, frameStart: 0, length: frame.count, offload: offload)
+                let prepared = try IPIPDecapsulation.prepare(
+                    p, frameStart: 0, length: frame.count, offload: offload, isLocal: { $0 == backend })
                 return .success(Array(p.slice(prepared.range)))
             } catch {
                 return .failure(error)
@@ -107,6 +108,15 @@ import Testing
         for (frame, offload, reason) in cases {
             #expect(Self.prepare(frame, offload) == .failure(reason), "\(reason)")
         }
+        // Addressed to another host (a packet socket sees frames the kernel would forward): not ours.
+        var elsewhere = Self.frame(complete)
+        elsewhere[14 + 19] ^= 1
+        elsewhere[14 + 10] = 0
+        elsewhere[14 + 11] = 0
+        let e = TestPackets.referenceChecksum(Array(elsewhere[14..<34]))
+        elsewhere[14 + 10] = UInt8(e >> 8)
+        elsewhere[14 + 11] = UInt8(e & 0xFF)
+        #expect(Self.prepare(elsewhere, VirtioNetHeader()) == .failure(.notLocal))
         // With its checksum fixed, another protocol is what it is: not IPIP.
         var tcp = Self.frame(complete)
         tcp[14 + 9] = 6

@@ -37,6 +37,8 @@ public final class IPIPDecapsulator: Sendable {
     /// The AF_PACKET input (nil: it could not be opened, `packetSocketError` says why; the raw socket serves).
     private let packetFD: Int32?
     public let packetSocketError: PacketIOError?
+    /// The namespace the sockets were opened in; the worker joins it to read the host's addresses there.
+    private let networkNamespace: String?
     private let loop = PacketWorkerLoop()
     private let published = Mutex(Statistics())
 
@@ -46,6 +48,7 @@ public final class IPIPDecapsulator: Sendable {
     public init(
         tunName: String, networkNamespace: String? = nil, setUp: Bool = false, packetSocket: Bool = true
     ) throws(PacketIOError) {
+        self.networkNamespace = networkNamespace
         typealias Opened = (TUNDevice, RawIPSocket, Int32?, PacketIOError?)
         let open = { @Sendable () throws(PacketIOError) -> Opened in
             let device = try TUNDevice(name: tunName, offloads: true)
@@ -88,7 +91,12 @@ public final class IPIPDecapsulator: Sendable {
     public var statistics: Statistics { published.withLock { $0 } }
 
     public func start() throws(PacketIOError) {
-        try loop.start { [self] in run() }
+        try loop.start { [self] in
+            // The worker reads the host's addresses (`LocalAddresses`): those of the namespace its sockets were
+            // opened in. (Were it deleted since, every frame would show as a `not_local` drop.)
+            if let networkNamespace { try? NetworkNamespace.join(path: networkNamespace) }
+            run()
+        }
     }
 
     public func stop() {
@@ -163,10 +171,12 @@ public final class IPIPDecapsulator: Sendable {
         defer { rawBuffer.deallocate() }
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 16)
         defer { control.deallocate() }
+        let local = LocalAddresses()
         var fds = [pollfd(fd: input.fd, events: Int16(POLLIN), revents: 0)]
         if let packetFD { fds.append(pollfd(fd: packetFD, events: Int16(POLLIN), revents: 0)) }
         while !loop.isStopping {
             for i in fds.indices { fds[i].revents = 0 }
+            local.refresh(olderThan: LocalAddresses.period)
             guard poll(&fds, nfds_t(fds.count), 100) > 0 else { continue }
             if let packetFD, fds[1].revents != 0 {
                 let received = batch.receive(packetFD)
@@ -177,7 +187,7 @@ public final class IPIPDecapsulator: Sendable {
                         let offload = try VirtioNetHeader(bytes, at: batch.headroom)
                         let prepared = try IPIPDecapsulation.prepare(
                             bytes, frameStart: batch.headroom + VirtioNetHeader.length, length: length,
-                            offload: offload)
+                            offload: offload, isLocal: local.contains)
                         write(prepared, bytes, &stats)
                     } catch {
                         stats.drops.record(error)
@@ -250,3 +260,36 @@ public final class IPIPDecapsulator: Sendable {
         }
     }
 }
+
+/// This host's IPv4 addresses for the decapsulator's packet socket, which sees every frame sent to the host's
+/// MACs — also those the kernel would forward, not deliver. Read again every `period`, and at most every
+/// `missPeriod` when a frame names an address not (yet) known, so an address added while running counts
+/// within 100 ms. Confined to the worker thread.
+final class LocalAddresses {
+    static let period: UInt64 = 1_000_000_000
+    static let missPeriod: UInt64 = 100_000_000
+    private var addresses: Set<UInt32> = []
+    private var readAt: UInt64 = 0
+
+    init() {
+        read()
+    }
+
+    func contains(_ address: UInt32) -> Bool {
+        if addresses.contains(address) { return true }
+        refresh(olderThan: Self.missPeriod)
+        return addresses.contains(address)
+    }
+
+    func refresh(olderThan age: UInt64) {
+        if MonotonicClock.now() &- readAt >= age { read() }
+    }
+
+    private func read() {
+        addresses = Set(InterfaceAddress.allIPv4().map(\.address))
+        readAt = MonotonicClock.now()
+    }
+}
+
+@available(*, unavailable)
+extension LocalAddresses: Sendable {}

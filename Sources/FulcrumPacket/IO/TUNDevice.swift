@@ -70,16 +70,22 @@ public enum NetworkNamespace {
         path: String, _ body: @escaping @Sendable () throws(PacketIOError) -> T
     ) throws(PacketIOError) -> T {
         let result = try WorkerThread.runToCompletion { () -> Result<T, PacketIOError> in
-            let nsfd = open(path, O_RDONLY | O_CLOEXEC)
-            guard nsfd >= 0 else { return .failure(PacketIOError("open \(path)", errno: errno)) }
-            defer { close(nsfd) }
-            guard fulcrum_setns_net(nsfd) == 0 else { return .failure(PacketIOError("setns \(path)", errno: errno)) }
             do throws(PacketIOError) {
+                try join(path: path)
                 return .success(try body())
             } catch {
                 return .failure(error)
             }
         }
         return try result.get()
+    }
+
+    /// Moves the calling thread (only it) into the namespace: for a worker thread that must see the
+    /// namespace's interfaces while it runs, not just use sockets opened there.
+    public static func join(path: String) throws(PacketIOError) {
+        let nsfd = open(path, O_RDONLY | O_CLOEXEC)
+        guard nsfd >= 0 else { throw PacketIOError("open \(path)", errno: errno) }
+        defer { close(nsfd) }
+        guard fulcrum_setns_net(nsfd) == 0 else { throw PacketIOError("setns \(path)", errno: errno) }
     }
 }

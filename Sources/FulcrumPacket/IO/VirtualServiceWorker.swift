@@ -73,18 +73,24 @@ extension TunnelVirtualService: VirtualServiceWorker {
 public enum InterfaceAddress {
     /// The first IPv4 address of `interface` (host order), or nil when it has none.
     public static func firstIPv4(of interface: String) -> UInt32? {
+        allIPv4().first { $0.interface == interface }?.address
+    }
+
+    /// Every IPv4 address of this host's interfaces (host order), in the kernel's order.
+    public static func allIPv4() -> [(interface: String, address: UInt32)] {
         var list: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&list) == 0, let first = list else { return nil }
+        guard getifaddrs(&list) == 0, let first = list else { return [] }
         defer { freeifaddrs(list) }
+        var found: [(interface: String, address: UInt32)] = []
         var cursor: UnsafeMutablePointer<ifaddrs>? = first
         while let entry = cursor {
             defer { cursor = entry.pointee.ifa_next }
-            guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET),
-                String(cString: entry.pointee.ifa_name) == interface
-            else { continue }
+            guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET) else {
+                continue
+            }
             let v4 = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
-            return UInt32(bigEndian: v4)
+            found.append((String(cString: entry.pointee.ifa_name), UInt32(bigEndian: v4)))
         }
-        return nil
+        return found
     }
 }
