@@ -66,8 +66,11 @@ import Glibc
     func ipipWithoutBPFFallsBackAndSaysWhy() throws {
         let server = try RunningServer("ipip-nobpf")
         defer { server.stop() }
-        let answers = try server.lab.requestThroughVIP(15)
-        #expect(answers.values.reduce(0, +) == 15 && answers.count == 3, "\(answers)")
+        // 30 requests, as in the test above: with 15, Maglev on random client ports leaves a backend out about
+        // once in 150 runs (3 × (2/3)^15).
+        let answers = try server.lab.requestThroughVIP(30)
+        #expect(answers.values.reduce(0, +) == 30, "\(answers)")
+        #expect(Set(answers.keys) == ["be1", "be2", "be3"], "every backend answers: \(answers)")
         let log = (try? String(contentsOf: server.logFile, encoding: .utf8)) ?? ""
         let warnings = log.split(separator: "\n").filter { $0.contains("split in software") }
         #expect(warnings.count == 1, "\(log)")
