@@ -42,10 +42,8 @@ public enum TCPProxy {
         let linger = idle > .zero ? idle : .seconds(60)
         // Present from the start, so nothing the client sends is read (or lost) before the upstream is there.
         let clientSide = TCPGlueHandler(
-            isClientSide: true, statistics: stats, logger: context.logger, lingerTimeout: linger)
-        if idle > .zero {
-            try client.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idle))
-        }
+            isClientSide: true, statistics: stats, logger: context.logger, lingerTimeout: linger,
+            idleTimeout: idle > .zero ? idle : nil)
         try client.pipeline.syncOperations.addHandler(clientSide)
         let snapshot = route.pool.snapshot()
         let hash =
@@ -57,10 +55,8 @@ public enum TCPProxy {
             pool: route.pool, snapshot: snapshot, key: PickKey(hash: hash, now: MonotonicClock.now()),
             retries: route.config.retries, on: client.eventLoop,
             initializer: { upstream in
-                upstream.eventLoop.makeCompletedFuture {
-                    try upstream.pipeline.syncOperations.addHandler(
-                        TCPGlueHandler(isClientSide: false, statistics: stats, logger: logger, lingerTimeout: linger))
-                }
+                try upstream.pipeline.syncOperations.addHandler(
+                    TCPGlueHandler(isClientSide: false, statistics: stats, logger: logger, lingerTimeout: linger))
             }
         )
         .assumeIsolated()
