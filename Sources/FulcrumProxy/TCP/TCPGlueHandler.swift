@@ -65,7 +65,6 @@ final class TCPGlueHandler {
     static func glue(client: TCPGlueHandler, upstream: TCPGlueHandler, backend: Backend? = nil) {
         client.backend = backend
         upstream.backend = backend
-        upstream.logger = client.logger
         upstream.lingerTimeout = client.lingerTimeout
         client.partner = upstream
         upstream.partner = client
@@ -74,17 +73,26 @@ final class TCPGlueHandler {
         client.releaseEarlyInput()
         upstream.releaseEarlyInput()
         // A side that closed while waiting (a backend that greets and hangs up) has no handler context any more.
-        for (side, other) in [(client, upstream), (upstream, client)] where side.context?.channel.isActive != true {
-            side.partner = nil
-            if other.partner === side { other.partnerGone() }
-        }
+        // (Two calls, not a loop over an array of pairs: that array would be allocated for every flow.)
+        detachIfClosed(client, from: upstream)
+        detachIfClosed(upstream, from: client)
+    }
+
+    private static func detachIfClosed(_ side: TCPGlueHandler, from other: TCPGlueHandler) {
+        guard side.context?.channel.isActive != true else { return }
+        side.partner = nil
+        if other.partner === side { other.partnerGone() }
     }
 
     var currentLogger: Logger { logger }
 
-    /// Sets the logger (with the backend's address) once the upstream is known.
-    func setLogger(_ logger: Logger) {
-        self.logger = logger
+    /// Metadata for this flow's debug messages: the side, and the backend once glued. Built only when a
+    /// message is logged (setting it on the logger would copy its metadata for every flow).
+    private func flowMetadata(_ extra: Logger.Metadata = [:]) -> Logger.Metadata {
+        var metadata = extra
+        metadata["side"] = .string(isClientSide ? "client" : "backend")
+        if let backend { metadata["backend.address"] = .string(backend.name) }
+        return metadata
     }
 
     private func releaseEarlyInput() {
@@ -204,7 +212,7 @@ extension TCPGlueHandler: ChannelDuplexHandler {
         self.context = context
         if let idleTimeout {
             idleDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in
-                logger.debug("closing idle TCP flow")
+                logger.debug("closing idle TCP flow", metadata: flowMetadata())
                 closeFlow()
             }
             if context.channel.isActive { idleDeadline?.set(in: idleTimeout) }
@@ -229,7 +237,8 @@ extension TCPGlueHandler: ChannelDuplexHandler {
             early.append(buffer)
             earlyBytes += buffer.readableBytes
             if earlyBytes > Self.earlyInputLimit {
-                logger.debug("closing connection: too much input before the other side connected")
+                logger.debug(
+                    "closing connection: too much input before the other side connected", metadata: flowMetadata())
                 context.close(promise: nil)
             }
             return
@@ -290,9 +299,7 @@ extension TCPGlueHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.debug(
-            "closing TCP flow after an error",
-            metadata: ["side": .string(isClientSide ? "client" : "backend"), "error": .string("\(error)")])
+        logger.debug("closing TCP flow after an error", metadata: flowMetadata(["error": .string("\(error)")]))
         closeFlow()
     }
 }

@@ -128,13 +128,10 @@ public enum TCPProxy {
                         outcome: .completed))
             }
         }
-        var logger = clientSide.currentLogger
-        logger[metadataKey: "backend.address"] = .string(backend.name)
-        clientSide.setLogger(logger)
         // The header goes first, before anything the client already sent.
-        let header = ProxyProtocolHeader(source: client.remoteAddress, destination: client.localAddress)
-            .encoded(route.config.proxyProtocol)
-        if !header.isEmpty {
+        if route.config.proxyProtocol != .none {
+            let header = ProxyProtocolHeader(source: client.remoteAddress, destination: client.localAddress)
+                .encoded(route.config.proxyProtocol)
             upstream.writeAndFlush(upstream.allocator.buffer(bytes: header), promise: nil)
         }
         TCPGlueHandler.glue(client: clientSide, upstream: upstreamSide, backend: backend)
