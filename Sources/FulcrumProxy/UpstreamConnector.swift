@@ -43,7 +43,7 @@ public struct UpstreamConnector: Sendable {
     public func connect(
         pool: Pool, snapshot: PoolSnapshot, key: PickKey, retries: Int, excluding tried: [Backend] = [],
         on eventLoop: any EventLoop,
-        initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+        initializer: @escaping @Sendable (any Channel) throws -> Void
     ) -> EventLoopFuture<UpstreamConnection> {
         attempt(
             pool: pool, snapshot: snapshot, key: key, triesLeft: retries + 1, tried: tried, failures: 0,
@@ -53,7 +53,7 @@ public struct UpstreamConnector: Sendable {
     private func attempt(
         pool: Pool, snapshot: PoolSnapshot, key: PickKey, triesLeft: Int, tried: [Backend], failures: Int,
         lastError: UpstreamError?, on eventLoop: any EventLoop,
-        initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+        initializer: @escaping @Sendable (any Channel) throws -> Void
     ) -> EventLoopFuture<UpstreamConnection> {
         guard triesLeft > 0 else {
             return eventLoop.makeFailedFuture(lastError ?? UpstreamError.noBackendAvailable(pool: pool.name))
@@ -72,8 +72,7 @@ public struct UpstreamConnector: Sendable {
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             // TCP_NODELAY: ClientBootstrap sets it by default (`.socketOption(.tcp_nodelay)` would set SO_DEBUG).
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelInitializer(initializer)
+            .channelInitializer { channel in Self.initialize(channel, with: initializer) }
             .connect(to: address)
             .map { UpstreamConnection(channel: $0, backend: backend, failedAttempts: failures) }
             .flatMapError { error in
@@ -88,6 +87,17 @@ public struct UpstreamConnector: Sendable {
                     pool: pool, snapshot: snapshot, key: key, triesLeft: triesLeft - 1, tried: tried + [backend],
                     failures: failures + 1, lastError: failure, on: eventLoop, initializer: initializer)
             }
+    }
+
+    /// Allows half-close and adds the caller's handlers in one step: a bootstrap channel option would cost
+    /// a chain of futures per connection.
+    static func initialize(
+        _ channel: any Channel, with initializer: (any Channel) throws -> Void
+    ) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+            try initializer(channel)
+        }
     }
 
     static func describe(_ error: any Error) -> String {

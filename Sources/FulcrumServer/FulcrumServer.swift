@@ -345,14 +345,10 @@ public actor FulcrumServer: Service {
         updateHATracking(config: newConfig, pools: poolsByName, unboundListeners: unbound)
     }
 
-    static func childInitializer(
-        for mode: ListenerConfig.Mode
-    )
-        -> @Sendable (any Channel, ListenerContext) -> EventLoopFuture<Void>
-    {
+    static func childInitializer(for mode: ListenerConfig.Mode) -> ProxyListener.ChildInitializer {
         switch mode {
-        case .tcp: return { channel, context in TCPProxy.childInitializer(channel: channel, context: context) }
-        case .http: return { channel, context in HTTPProxy.childInitializer(channel: channel, context: context) }
+        case .tcp: return { channel, context in try TCPProxy.childInitializer(channel: channel, context: context) }
+        case .http: return { channel, context in try HTTPProxy.childInitializer(channel: channel, context: context) }
         }
     }
 

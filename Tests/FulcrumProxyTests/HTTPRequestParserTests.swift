@@ -219,6 +219,15 @@ struct HTTPRequestParserTests {
         #expect(text.contains("\r\nx-forwarded-for: 2001:db8::1\r\n"))
     }
 
+    /// IPv4 elements are written digit by digit: every octet width, and the same text as `IPAddress.description`.
+    @Test(arguments: ["0.0.0.0", "9.10.99.100", "255.255.255.255", "192.168.1.20", "10.0.0.1"])
+    func forwardedWritesIPv4AsDottedDecimal(_ address: String) throws {
+        let text = try Self.upstream("GET / HTTP/1.1\r\nHost: x\r\n\r\n", client: address)
+        #expect(IPAddress(address)?.description == address)
+        #expect(text.contains("\r\nx-forwarded-for: \(address)\r\n"))
+        #expect(text.contains("\r\nforwarded: for=\(address);proto=http\r\n"))
+    }
+
     // MARK: Response heads
 
     static func response(_ text: String) -> HTTPResponseHeadParser.Result {

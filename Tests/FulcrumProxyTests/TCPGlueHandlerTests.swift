@@ -7,12 +7,14 @@ import Testing
 
 @Suite("TCP glue handler")
 struct TCPGlueHandlerTests {
-    private func gluedPair() throws -> (client: EmbeddedChannel, upstream: EmbeddedChannel) {
-        let loop = EmbeddedEventLoop()
+    private func gluedPair(
+        idle: TimeAmount? = nil, on loop: EmbeddedEventLoop = EmbeddedEventLoop()
+    ) throws -> (client: EmbeddedChannel, upstream: EmbeddedChannel) {
         let client = EmbeddedChannel(loop: loop)
         let upstream = EmbeddedChannel(loop: loop)
         let logger = Logger(label: "test")
-        let clientSide = TCPGlueHandler(isClientSide: true, statistics: nil, logger: logger, lingerTimeout: .seconds(1))
+        let clientSide = TCPGlueHandler(
+            isClientSide: true, statistics: nil, logger: logger, lingerTimeout: .seconds(1), idleTimeout: idle)
         let upstreamSide = TCPGlueHandler(
             isClientSide: false, statistics: nil, logger: logger, lingerTimeout: .seconds(1))
         try client.pipeline.syncOperations.addHandler(clientSide)
@@ -46,9 +48,18 @@ struct TCPGlueHandlerTests {
         _ = try? upstream.finish()
     }
 
-    @Test func anIdleEventClosesBothSides() throws {
-        let (client, upstream) = try gluedPair()
-        client.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.all)
+    @Test func theIdleTimeoutClosesBothSidesAndTrafficEitherWayPostponesIt() throws {
+        let loop = EmbeddedEventLoop()
+        let (client, upstream) = try gluedPair(idle: .seconds(1), on: loop)
+        loop.advanceTime(by: .milliseconds(700))
+        try client.writeInbound(ByteBuffer(string: "from the client"))
+        loop.advanceTime(by: .milliseconds(700))
+        #expect(client.isActive && upstream.isActive)
+        try upstream.writeInbound(ByteBuffer(string: "to the client"))
+        loop.advanceTime(by: .milliseconds(700))
+        #expect(client.isActive && upstream.isActive)
+        // One second after the last byte (plus the shared timer's 10 ms grain).
+        loop.advanceTime(by: .milliseconds(400))
         #expect(!client.isActive)
         #expect(!upstream.isActive)
     }

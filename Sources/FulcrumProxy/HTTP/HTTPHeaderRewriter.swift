@@ -134,8 +134,11 @@ enum HTTPHeaderRewriter {
                 kept.flush(raw, into: &buffer)
             }
             kept.flush(raw, into: &buffer)
-            func writeList(_ name: StaticString, _ existing: [Range<Int>], _ element: String?) {
-                guard !existing.isEmpty || element != nil else { return }
+            /// Writes `name` and the elements the request brought, and a separator when `adding` one more;
+            /// false when there is nothing to write at all. (The caller writes its element and the line end:
+            /// a closure for it would be allocated on every request.)
+            func startList(_ name: StaticString, _ existing: [Range<Int>], adding: Bool) -> Bool {
+                guard !existing.isEmpty || adding else { return false }
                 buffer.writeStaticString(name)
                 var first = true
                 for range in existing {
@@ -143,11 +146,8 @@ enum HTTPHeaderRewriter {
                     buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[range]))
                     first = false
                 }
-                if let element {
-                    if !first { buffer.writeStaticString(", ") }
-                    buffer.writeString(element)
-                }
-                buffer.writeStaticString("\r\n")
+                if adding && !first { buffer.writeStaticString(", ") }
+                return true
             }
             switch framing {
             case .none: break
@@ -157,10 +157,18 @@ enum HTTPHeaderRewriter {
                 buffer.writeStaticString("\r\n")
             case .chunked: buffer.writeStaticString("transfer-encoding: chunked\r\n")
             }
-            writeList("x-forwarded-for: ", forwardedFor, client?.forwardedFor)
-            writeList("forwarded: ", forwarded, client?.forwarded)
+            if startList("x-forwarded-for: ", forwardedFor, adding: client != nil) {
+                client?.writeForwardedFor(into: &buffer)
+                buffer.writeStaticString("\r\n")
+            }
+            if startList("forwarded: ", forwarded, adding: client != nil) {
+                client?.writeForwarded(into: &buffer)
+                buffer.writeStaticString("\r\n")
+            }
             buffer.writeStaticString("x-forwarded-proto: http\r\n")
-            writeList("via: ", via, Self.via(head.version))
+            _ = startList("via: ", via, adding: true)
+            buffer.writeString(Self.via(head.version))
+            buffer.writeStaticString("\r\n")
         }
         buffer.writeStaticString("\r\n")
     }
@@ -209,17 +217,70 @@ enum HTTPHeaderRewriter {
 
     private static let via11 = "1.1 fulcrum"
 
-    /// A client's forwarding elements, formatted once per connection rather than per request.
+    /// A client's forwarding elements, formatted once per connection without allocating: an IPv4 address
+    /// (at most 15 characters) is kept as bytes inline, an IPv6 one as a string.
     struct ForwardingElements {
-        /// The `X-Forwarded-For` element: the address.
-        let forwardedFor: String
-        /// The `Forwarded` element: `for=1.2.3.4;proto=http` (IPv6 quoted and bracketed).
-        let forwarded: String
+        /// The dotted-quad text of an IPv4 client, `v4Count` bytes of it.
+        private let v4Text: (UInt64, UInt64)
+        private let v4Count: Int
+        /// The textual IPv6 address; nil for IPv4.
+        private let v6Text: String?
 
         init(client: IPAddress) {
-            let text = client.description
-            forwardedFor = text
-            forwarded = "for=\(client.isIPv4 ? text : "\"[\(text)]\"");proto=http"
+            var text: (UInt64, UInt64) = (0, 0)
+            var count = 0
+            if case .v4(let address) = client {
+                withUnsafeMutableBytes(of: &text) { raw in
+                    for shift in stride(from: 24, through: 0, by: -8) {
+                        let octet = UInt8(truncatingIfNeeded: address >> UInt32(shift))
+                        if octet >= 100 {
+                            raw[count] = UInt8(ascii: "0") + octet / 100
+                            count += 1
+                        }
+                        if octet >= 10 {
+                            raw[count] = UInt8(ascii: "0") + octet / 10 % 10
+                            count += 1
+                        }
+                        raw[count] = UInt8(ascii: "0") + octet % 10
+                        count += 1
+                        if shift > 0 {
+                            raw[count] = UInt8(ascii: ".")
+                            count += 1
+                        }
+                    }
+                }
+                v6Text = nil
+            } else {
+                v6Text = client.description
+            }
+            v4Text = text
+            v4Count = count
+        }
+
+        /// The `X-Forwarded-For` element: the address.
+        func writeForwardedFor(into buffer: inout ByteBuffer) {
+            writeAddress(into: &buffer)
+        }
+
+        /// The `Forwarded` element: `for=1.2.3.4;proto=http` (IPv6 quoted and bracketed).
+        func writeForwarded(into buffer: inout ByteBuffer) {
+            if v6Text != nil {
+                buffer.writeStaticString("for=\"[")
+                writeAddress(into: &buffer)
+                buffer.writeStaticString("]\";proto=http")
+            } else {
+                buffer.writeStaticString("for=")
+                writeAddress(into: &buffer)
+                buffer.writeStaticString(";proto=http")
+            }
+        }
+
+        private func writeAddress(into buffer: inout ByteBuffer) {
+            if let v6Text {
+                buffer.writeString(v6Text)
+            } else {
+                withUnsafeBytes(of: v4Text) { buffer.writeBytes(UnsafeRawBufferPointer(rebasing: $0[..<v4Count])) }
+            }
         }
     }
 

@@ -12,13 +12,11 @@ import NIOCore
 /// forwarded).
 public enum HTTPProxy {
     /// Sets up an accepted client connection; pass it to `ProxyListener.bind` for HTTP listeners.
-    public static func childInitializer(channel: any Channel, context: ListenerContext) -> EventLoopFuture<Void> {
-        channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(
-                HTTPProxyHandler(
-                    route: context.current, logger: context.logger,
-                    upstreams: HTTPUpstreamPool.current(on: channel.eventLoop),
-                    client: IPAddress(channel.remoteAddress)))
-        }
+    public static func childInitializer(channel: any Channel, context: ListenerContext) throws {
+        try channel.pipeline.syncOperations.addHandler(
+            HTTPProxyHandler(
+                route: context.current, logger: context.logger,
+                upstreams: HTTPUpstreamPool.current(on: channel.eventLoop),
+                client: IPAddress(channel.remoteAddress)))
     }
 }

@@ -51,10 +51,12 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     private var closing = false
     private var draining = false
     private var requestBytesSeen = false
-    /// Idle wait between requests, then the request-header timeout (see `startWaitTimer`).
-    private var waitDeadline: MovingDeadline?
-    /// From the last request byte sent to the response head (`responseDeadlinePassed`).
-    private var responseDeadline: MovingDeadline?
+    /// The connection's one timer. Without a current exchange it is the wait timer: the idle wait between
+    /// requests, then the request-header timeout (`startWaitTimer`). With one, it is the response timer,
+    /// from the last request byte sent to the response head (`startResponseTimer`). The two never run at
+    /// once (an exchange starts by clearing the wait and ends by clearing the response timer), so one
+    /// deadline serves both: one object and one scheduler slot per connection instead of two.
+    private var deadline: MovingDeadline?
     /// A request was answered on this connection (later ones get the idle timeout first).
     private var hadRequest = false
     /// The client's address and port, for the access log (NIO forgets it when the channel closes).
@@ -70,11 +72,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
         self.client = client
         self.forwarding = client.map(HTTPHeaderRewriter.ForwardingElements.init(client:))
         self.sourceHash = client.map { StableHash.hash($0) } ?? 0
-        let timeouts = route.config.timeouts
-        connectTimeout = TimeAmount(timeouts.connect)
-        idleTimeout = TimeAmount(timeouts.idle)
-        headerTimeout = TimeAmount(timeouts.requestHeaders)
-        responseTimeout = TimeAmount(timeouts.response)
+        let timeouts = route.timeouts
+        connectTimeout = timeouts.connect
+        idleTimeout = timeouts.idle
+        headerTimeout = timeouts.requestHeaders
+        responseTimeout = timeouts.response
     }
 
     /// Whether the client can take more response bytes (the upstream stops reading otherwise).
@@ -85,26 +87,25 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress
-        waitDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in waitDeadlinePassed() }
-        responseDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in responseDeadlinePassed() }
+        deadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in
+            if exchange == nil { waitDeadlinePassed() } else { responseDeadlinePassed() }
+        }
         if context.channel.isActive { startWaitTimer() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        waitDeadline?.cancel()
-        responseDeadline?.cancel()
+        deadline?.cancel()
         self.context = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        if !(waitDeadline?.isSet ?? true) { startWaitTimer() }
+        if exchange == nil && !(deadline?.isSet ?? true) { startWaitTimer() }
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
-        waitDeadline?.cancel()
-        responseDeadline?.cancel()
+        deadline?.cancel()
         if let exchange {
             // The client went away: whatever the backend was doing for it is no longer wanted.
             abandon(exchange)
@@ -277,7 +278,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     }
 
     private func receiveHead(_ head: HTTPParsedRequestHead) {
-        waitDeadline?.clear()
+        deadline?.clear()  // the wait timer; the response timer starts once the request is sent
         requestBytesSeen = false
         let framing: HTTPRequestFraming
         switch HTTPRequestFraming.validate(
@@ -431,7 +432,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     private func detach(_ exchange: HTTPExchange) {
         exchange.upstream?.owner = nil
         exchange.upstream = nil
-        responseDeadline?.clear()
+        deadline?.clear()  // the response timer
     }
 
     // MARK: The response
@@ -458,7 +459,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             upstreamFailed(exchange, upstream: upstream, failure: .invalidResponse)
             return
         }
-        responseDeadline?.clear()
+        deadline?.clear()  // the response timer
         let now = MonotonicClock.now()
         exchange.latencyNanos = now > exchange.sentAt ? now - exchange.sentAt : 0
         exchange.responseStatus = HTTPResponseStatus(statusCode: head.status)
@@ -650,7 +651,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     // MARK: Timers
 
     private func startResponseTimer(after delay: TimeAmount) {
-        responseDeadline?.set(in: delay)
+        deadline?.set(in: delay)
     }
 
     /// The response timeout counts from the last request byte sent, so a long upload is not cut off.
@@ -679,11 +680,11 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
     /// request of a connection gets the request-header timeout from the start.
     private func startWaitTimer() {
         guard !closing else {
-            waitDeadline?.clear()
+            deadline?.clear()
             return
         }
         let useHeaderTimeout = requestBytesSeen || !hadRequest
-        waitDeadline?.set(in: useHeaderTimeout ? headerTimeout : idleTimeout)
+        deadline?.set(in: useHeaderTimeout ? headerTimeout : idleTimeout)
     }
 
     /// The first byte of the next request: the idle wait ends, the request-header timeout starts.
@@ -727,7 +728,7 @@ final class HTTPProxyHandler: ChannelDuplexHandler {
             abandon(exchange)
         }
         closing = true
-        waitDeadline?.clear()
+        deadline?.clear()
         let written = writeLocalResponse(rejection, version: version, close: true)
         closeAfter(written)
     }

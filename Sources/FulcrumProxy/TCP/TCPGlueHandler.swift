@@ -11,6 +11,9 @@ import NIOCore
 ///   written; the other direction keeps flowing until it ends too.
 /// - A side that closes lets the partner finish writing what it holds, then closes it (bounded by
 ///   `lingerTimeout`); an error or an idle timeout closes both at once.
+/// - Idle timeout: the client side's `MovingDeadline`, moved on every read from and write to the client,
+///   rather than NIO's `IdleStateHandler`, which schedules a task per connection and adds a promise to
+///   every write to learn when it completes.
 final class TCPGlueHandler {
     /// The most a side buffers before it has a partner (NIO reads a peer's FIN, and the bytes before it,
     /// even while no read was asked for); beyond this the connection is closed.
@@ -23,6 +26,9 @@ final class TCPGlueHandler {
     private let statistics: TCPProxyStatistics?
     private var logger: Logger
     private var lingerTimeout: TimeAmount
+    /// Client side only: no bytes either way for this long closes the flow.
+    private let idleTimeout: TimeAmount?
+    private var idleDeadline: MovingDeadline?
     /// Not yet glued to a partner: reads are held back and anything that arrives anyway is kept.
     private var attached = false
     private var early: [ByteBuffer] = []
@@ -42,19 +48,23 @@ final class TCPGlueHandler {
     private(set) var relayedBytes: UInt64 = 0
 
     /// A side that waits for its partner: add it to the pipeline at once, so nothing is read, or lost,
-    /// before `glue(client:upstream:)`.
-    init(isClientSide: Bool, statistics: TCPProxyStatistics?, logger: Logger, lingerTimeout: TimeAmount) {
+    /// before `glue(client:upstream:)`. `idleTimeout` (for the client side) runs from when the channel is
+    /// active.
+    init(
+        isClientSide: Bool, statistics: TCPProxyStatistics?, logger: Logger, lingerTimeout: TimeAmount,
+        idleTimeout: TimeAmount? = nil
+    ) {
         self.isClientSide = isClientSide
         self.statistics = statistics
         self.logger = logger
         self.lingerTimeout = lingerTimeout
+        self.idleTimeout = idleTimeout
     }
 
     /// Starts relaying between two waiting sides: passes on what each kept, then lets both read.
     static func glue(client: TCPGlueHandler, upstream: TCPGlueHandler, backend: Backend? = nil) {
         client.backend = backend
         upstream.backend = backend
-        upstream.logger = client.logger
         upstream.lingerTimeout = client.lingerTimeout
         client.partner = upstream
         upstream.partner = client
@@ -63,17 +73,26 @@ final class TCPGlueHandler {
         client.releaseEarlyInput()
         upstream.releaseEarlyInput()
         // A side that closed while waiting (a backend that greets and hangs up) has no handler context any more.
-        for (side, other) in [(client, upstream), (upstream, client)] where side.context?.channel.isActive != true {
-            side.partner = nil
-            if other.partner === side { other.partnerGone() }
-        }
+        // (Two calls, not a loop over an array of pairs: that array would be allocated for every flow.)
+        detachIfClosed(client, from: upstream)
+        detachIfClosed(upstream, from: client)
+    }
+
+    private static func detachIfClosed(_ side: TCPGlueHandler, from other: TCPGlueHandler) {
+        guard side.context?.channel.isActive != true else { return }
+        side.partner = nil
+        if other.partner === side { other.partnerGone() }
     }
 
     var currentLogger: Logger { logger }
 
-    /// Sets the logger (with the backend's address) once the upstream is known.
-    func setLogger(_ logger: Logger) {
-        self.logger = logger
+    /// Metadata for this flow's debug messages: the side, and the backend once glued. Built only when a
+    /// message is logged (setting it on the logger would copy its metadata for every flow).
+    private func flowMetadata(_ extra: Logger.Metadata = [:]) -> Logger.Metadata {
+        var metadata = extra
+        metadata["side"] = .string(isClientSide ? "client" : "backend")
+        if let backend { metadata["backend.address"] = .string(backend.name) }
+        return metadata
     }
 
     private func releaseEarlyInput() {
@@ -110,6 +129,7 @@ final class TCPGlueHandler {
 
     private func send(_ buffer: ByteBuffer) {
         guard let context, !outputEnding else { return }
+        if let idleTimeout { idleDeadline?.set(in: idleTimeout) }
         context.write(wrapOutboundOut(buffer), promise: nil)
         if let statistics, let queued = try? context.channel.syncOptions?.getOption(.bufferedWritableBytes) {
             statistics.queued(queued)
@@ -190,20 +210,35 @@ extension TCPGlueHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if let idleTimeout {
+            idleDeadline = MovingDeadline(eventLoop: context.eventLoop) { [self] in
+                logger.debug("closing idle TCP flow", metadata: flowMetadata())
+                closeFlow()
+            }
+            if context.channel.isActive { idleDeadline?.set(in: idleTimeout) }
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        idleDeadline?.cancel()
         self.context = nil
         partner = nil
     }
 
+    func channelActive(context: ChannelHandlerContext) {
+        if let idleTimeout { idleDeadline?.set(in: idleTimeout) }
+        context.fireChannelActive()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
+        if let idleTimeout { idleDeadline?.set(in: idleTimeout) }
         guard attached else {
             early.append(buffer)
             earlyBytes += buffer.readableBytes
             if earlyBytes > Self.earlyInputLimit {
-                logger.debug("closing connection: too much input before the other side connected")
+                logger.debug(
+                    "closing connection: too much input before the other side connected", metadata: flowMetadata())
                 context.close(promise: nil)
             }
             return
@@ -244,9 +279,6 @@ extension TCPGlueHandler: ChannelDuplexHandler {
         case ChannelEvent.outputClosed:
             outputClosed = true
             closeIfDone(context: context)
-        case is IdleStateHandler.IdleStateEvent:
-            logger.debug("closing idle TCP flow")
-            closeFlow()
         case is ListenerDrainEvent:
             // A TCP flow has no request boundary to stop at: it goes on until the drain grace ends.
             break
@@ -256,6 +288,7 @@ extension TCPGlueHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idleDeadline?.cancel()
         inputClosed = true
         outputClosed = true
         if let partner {
@@ -266,9 +299,7 @@ extension TCPGlueHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.debug(
-            "closing TCP flow after an error",
-            metadata: ["side": .string(isClientSide ? "client" : "backend"), "error": .string("\(error)")])
+        logger.debug("closing TCP flow after an error", metadata: flowMetadata(["error": .string("\(error)")]))
         closeFlow()
     }
 }

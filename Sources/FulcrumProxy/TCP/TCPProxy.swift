@@ -9,15 +9,15 @@ import NIOCore
 /// idle timeout. Nothing is read from the client until the backend has accepted.
 public enum TCPProxy {
     /// The pipeline of a connection accepted by a TCP-mode `ProxyListener`.
-    public static func childInitializer(channel: any Channel, context: ListenerContext) -> EventLoopFuture<Void> {
-        accept(channel, context: context, stats: nil)
+    public static func childInitializer(channel: any Channel, context: ListenerContext) throws {
+        try accept(channel, context: context, stats: nil)
     }
 
     /// The same pipeline, counting flows, bytes and queued bytes into `statistics`.
     public static func childInitializer(
         statistics: TCPProxyStatistics
-    ) -> @Sendable (any Channel, ListenerContext) -> EventLoopFuture<Void> {
-        { channel, context in accept(channel, context: context, stats: statistics) }
+    ) -> ProxyListener.ChildInitializer {
+        { channel, context in try accept(channel, context: context, stats: statistics) }
     }
 
     /// The pick key's hash for a client: its address, or its 5-tuple when the listener hashes `flow`.
@@ -32,42 +32,31 @@ public enum TCPProxy {
             destinationPort: UInt16(truncatingIfNeeded: local?.port ?? 0), protocol: 6)
     }
 
-    static func accept(
-        _ client: any Channel, context: ListenerContext, stats: TCPProxyStatistics?
-    ) -> EventLoopFuture<Void> {
-        guard client.eventLoop.inEventLoop else {
-            return client.eventLoop.flatSubmit { accept(client, context: context, stats: stats) }
-        }
+    /// Runs on the client's event loop, before the client channel is registered.
+    static func accept(_ client: any Channel, context: ListenerContext, stats: TCPProxyStatistics?) throws {
+        client.eventLoop.preconditionInEventLoop()
         let route = context.current
         let acceptedAt = MonotonicClock.now()
         let clientAddress = client.remoteAddress
-        let idle = TimeAmount(route.config.timeouts.idle)
+        let idle = route.timeouts.idle
         let linger = idle > .zero ? idle : .seconds(60)
         // Present from the start, so nothing the client sends is read (or lost) before the upstream is there.
         let clientSide = TCPGlueHandler(
-            isClientSide: true, statistics: stats, logger: context.logger, lingerTimeout: linger)
-        do {
-            if idle > .zero {
-                try client.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idle))
-            }
-            try client.pipeline.syncOperations.addHandler(clientSide)
-        } catch {
-            return client.eventLoop.makeFailedFuture(error)
-        }
+            isClientSide: true, statistics: stats, logger: context.logger, lingerTimeout: linger,
+            idleTimeout: idle > .zero ? idle : nil)
+        try client.pipeline.syncOperations.addHandler(clientSide)
         let snapshot = route.pool.snapshot()
         let hash =
             snapshot.algorithm.usesKey
             ? keyHash(hashKey: route.hashKey, client: client.remoteAddress, local: client.localAddress) : 0
-        let connector = UpstreamConnector(connectTimeout: TimeAmount(route.config.timeouts.connect))
+        let connector = UpstreamConnector(connectTimeout: route.timeouts.connect)
         let logger = context.logger
         connector.connect(
             pool: route.pool, snapshot: snapshot, key: PickKey(hash: hash, now: MonotonicClock.now()),
             retries: route.config.retries, on: client.eventLoop,
             initializer: { upstream in
-                upstream.eventLoop.makeCompletedFuture {
-                    try upstream.pipeline.syncOperations.addHandler(
-                        TCPGlueHandler(isClientSide: false, statistics: stats, logger: logger, lingerTimeout: linger))
-                }
+                try upstream.pipeline.syncOperations.addHandler(
+                    TCPGlueHandler(isClientSide: false, statistics: stats, logger: logger, lingerTimeout: linger))
             }
         )
         .assumeIsolated()
@@ -94,7 +83,6 @@ public enum TCPProxy {
                 client.close(promise: nil)
             }
         }
-        return client.eventLoop.makeSucceededVoidFuture()
     }
 
     private static func glue(
@@ -140,13 +128,10 @@ public enum TCPProxy {
                         outcome: .completed))
             }
         }
-        var logger = clientSide.currentLogger
-        logger[metadataKey: "backend.address"] = .string(backend.name)
-        clientSide.setLogger(logger)
         // The header goes first, before anything the client already sent.
-        let header = ProxyProtocolHeader(source: client.remoteAddress, destination: client.localAddress)
-            .encoded(route.config.proxyProtocol)
-        if !header.isEmpty {
+        if route.config.proxyProtocol != .none {
+            let header = ProxyProtocolHeader(source: client.remoteAddress, destination: client.localAddress)
+                .encoded(route.config.proxyProtocol)
             upstream.writeAndFlush(upstream.allocator.buffer(bytes: header), promise: nil)
         }
         TCPGlueHandler.glue(client: clientSide, upstream: upstreamSide, backend: backend)
