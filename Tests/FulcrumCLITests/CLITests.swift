@@ -115,6 +115,16 @@ struct CLITests {
         #expect(result.stderr.contains("cannot read"))
     }
 
+    @Test("decap refuses --interface with --user-space and an overlong interface name, exit 64")
+    func decapRejectsContradictoryOptions() async throws {
+        let both = try await FulcrumProcess.run(["decap", "--ipip", "--user-space", "--interface", "eth0"])
+        #expect(both.status == 64, "\(both)")
+        #expect(both.stderr.contains("--user-space runs without it"), "\(both)")
+        let long = try await FulcrumProcess.run(["decap", "--ipip", "--interface", "an-interface-name-too-long"])
+        #expect(long.status == 64, "\(long)")
+        #expect(long.stderr.contains("--interface must be 1 to 15 characters"), "\(long)")
+    }
+
     @Test("version prints the version")
     func version() async throws {
         let result = try await FulcrumProcess.run(["version"])

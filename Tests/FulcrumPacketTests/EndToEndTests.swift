@@ -9,7 +9,8 @@ let isRoot = geteuid() == 0
 /// Every forwarding mode end to end in network namespaces: a client, the balancer and three HTTP backends on
 /// one bridge (../shared/docs/NETWORK-LAB.md, docs/packet-plane.md). Needs root; skipped loudly otherwise.
 @Suite(.serialized) struct EndToEndTests {
-    static let modes = ["nat", "dsr", "vxlan", "ipip"]
+    /// "ipip": the backends decapsulate in their kernel (tcx program); "ipip-user": in user space (AF_PACKET -> TUN).
+    static let modes = ["nat", "dsr", "vxlan", "ipip", "ipip-user"]
 
     @Test(
         .enabled(if: isRoot, "needs root for network namespaces: packet-plane end-to-end tests SKIPPED"),
@@ -24,7 +25,7 @@ let isRoot = geteuid() == 0
         #expect(Set(answers.keys) == ["be1", "be2", "be3"], "every backend answers: \(answers)")
         #expect(running.flowsCreated == UInt64(requests))
         try running.checkConsistency(everyPacketDecapsulated: true)
-        if mode == "dsr" || mode == "vxlan" || mode == "ipip" {
+        if mode == "dsr" || mode == "vxlan" || mode.hasPrefix("ipip") {
             // The client learned the VIP at the balancer's MAC (the backends never answered ARP for it).
             let neighbor = try running.lab.run(
                 "/usr/sbin/ip", ["-n", running.lab.client, "neigh", "show", "10.200.0.100"])
@@ -72,13 +73,16 @@ let isRoot = geteuid() == 0
             #expect(running.tunnelUsesTAP, "VXLAN runs on the TAP path (kernel with UDP-tunnel GSO on TAP)")
             #expect(running.gsoFramesWhole > 0, "whole GSO frames: \(running.summary)")
         }
-        if mode == "ipip" {
+        if mode.hasPrefix("ipip") {
             // The upload's super-frames went whole into fip0, the tcx program encapsulated them (SKB_GSO_IPXIP4),
-            // they crossed the bridge whole and each backend's decapsulator wrote them whole into its TUN.
+            // they crossed the bridge whole and each backend decapsulated them whole: in its kernel ("ipip", the
+            // user-space path saw none: `checkConsistency`) or into its TUN ("ipip-user").
             #expect(running.tunnelUsesTAP, "IPIP runs on the TAP + tcx program path: \(running.fallbackReason ?? "")")
             // (A frame above 65515 bytes, which GRO could build, would still be split: not all of them need be whole.)
             #expect(running.gsoFramesWhole > running.gsoFramesSplit, "\(running.summary)")
-            #expect(running.decapsulatorGSOWrites > 0, "GSO writes into the backends' TUNs: \(running.summary)")
+            if mode == "ipip-user" {
+                #expect(running.decapsulatorGSOWrites > 0, "GSO writes into the backends' TUNs: \(running.summary)")
+            }
         }
     }
 
@@ -255,8 +259,12 @@ final class RunningMode {
             try lab.configureForTunnel(vxlanMAC: isVXLAN ? Self.vxlanMAC : nil, advmss: isVXLAN ? 1410 : 1440)
             if !isVXLAN {
                 for (name, _, _) in lab.backends {
+                    // In-kernel decapsulation delivers the inner packet on eth0, where the route back to the client
+                    // leaves: strict reverse-path filtering passes it (the TUN path needs 0 or 2).
+                    if mode == "ipip" { try lab.sysctl("\(lab.prefix)-\(name)", "net.ipv4.conf.all.rp_filter=1") }
                     let decap = try IPIPDecapsulator(
-                        tunName: "tipip", networkNamespace: "/var/run/netns/\(lab.prefix)-\(name)")
+                        tunName: "tipip", networkNamespace: "/var/run/netns/\(lab.prefix)-\(name)",
+                        input: mode == "ipip" ? .kernelProgram(interfaces: nil) : .packetSocket)
                     decapsulators.append(decap)
                     try decap.start()
                     try lab.ip(["-n", "\(lab.prefix)-\(name)", "link", "set", "tipip", "up"])
@@ -323,7 +331,14 @@ final class RunningMode {
         }
         if let tunnel {
             #expect(tunnel.statistics.sendFailures == 0 && tunnel.statistics.forwarding.exceedsMTU == 0)
-            if !decapsulators.isEmpty && everyPacketDecapsulated {
+            if mode == "ipip" {
+                // Whole frames only: the programs stripped every one in the kernel and the user-space path saw none
+                // (had it seen one, the backend would have got it twice).
+                #expect(decapsulators.allSatisfy { $0.usesKernelProgram && !$0.usesPacketSocket })
+                #expect(
+                    decapsulators.allSatisfy { $0.statistics.decapsulated == 0 && $0.statistics.drops.total == 0 },
+                    "\(decapsulators.map { $0.statistics })")
+            } else if !decapsulators.isEmpty && everyPacketDecapsulated {
                 // Every encapsulated packet was decapsulated by a backend (the last ones may still be in flight).
                 let all = waitUntil(seconds: 3) {
                     decapsulators.map { $0.statistics.decapsulated }.reduce(0, +)

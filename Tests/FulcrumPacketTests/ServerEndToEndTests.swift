@@ -11,7 +11,8 @@ import Glibc
 /// The packet plane through the real server: `fulcrum run` with a config in the balancer's namespace, the same
 /// lab as `EndToEndTests` (client, balancer, three backends on a bridge), health checks on, admin API on.
 /// Backends listen on 0.0.0.0:80 so health checks reach their real address (docs/packet-plane.md). For IPIP the
-/// backends run `fulcrum decap --ipip`. Needs root; skipped loudly otherwise.
+/// backends run `fulcrum decap --ipip` (in-kernel decapsulation; user space in the "ipip-nobpf" case). Needs
+/// root; skipped loudly otherwise.
 @Suite(.serialized) struct ServerEndToEndTests {
     static let modes = ["dsr", "vxlan", "ipip", "nat"]
 
@@ -52,6 +53,14 @@ import Glibc
             #expect(log.contains(device), "\(log)")
             #expect(!log.contains("split in software"), "\(log)")
         }
+        if mode == "ipip" {
+            // The backends decapsulate in their kernel: each decap says so.
+            for decapLog in server.decapsulatorLogs {
+                let text = (try? String(contentsOf: decapLog, encoding: .utf8)) ?? ""
+                #expect(text.contains("decapsulating IPIP in the kernel (tcx program on eth0)"), "\(text)")
+                #expect(!text.contains("unavailable"), "\(text)")
+            }
+        }
         let metrics = try server.admin("/metrics")
         let modeLabel = mode == "vxlan" || mode == "ipip" ? "tunnel-\(mode)" : mode
         #expect(
@@ -61,7 +70,9 @@ import Glibc
     }
 
     /// `fulcrum run` without CAP_BPF and CAP_SYS_ADMIN cannot load the IPIP encapsulation program: the service
-    /// still starts, says once why it splits super-frames in software, and forwards.
+    /// still starts, says once why it splits super-frames in software, and forwards. The backends decapsulate in
+    /// user space here, through the command: be1 with `--user-space`, be2 and be3 because they cannot load their
+    /// program either (same capabilities dropped) — each of those says once why.
     @Test(.enabled(if: isRoot, "needs root for network namespaces: server packet-plane tests SKIPPED"))
     func ipipWithoutBPFFallsBackAndSaysWhy() throws {
         let server = try RunningServer("ipip-nobpf")
@@ -77,6 +88,17 @@ import Glibc
         #expect(warnings.first?.contains("IPIP encapsulation program not attached") == true, "\(log)")
         #expect(warnings.first?.contains("Operation not permitted") == true, "\(log)")
         #expect(log.contains("eth0 -> raw socket (software segmentation)"), "\(log)")
+        for (index, decapLog) in server.decapsulatorLogs.enumerated() {
+            let text = (try? String(contentsOf: decapLog, encoding: .utf8)) ?? ""
+            #expect(text.contains("decapsulating IPIP in user space"), "\(text)")
+            let fallbacks = text.split(separator: "\n").filter { $0.contains("in-kernel decapsulation unavailable") }
+            if index == 0 {
+                #expect(fallbacks.isEmpty, "--user-space asks for no program: \(text)")
+            } else {
+                #expect(fallbacks.count == 1, "\(text)")
+                #expect(fallbacks.first?.contains("Operation not permitted") == true, "\(text)")
+            }
+        }
         let status = try server.virtualService()
         #expect(status["running"] as? Bool == true, "\(status)")
     }
@@ -256,6 +278,8 @@ final class RunningServer {
     let lab: NamespaceLab
     private var process: Process?
     private var decapsulators: [Process] = []
+    /// Each backend's `fulcrum decap` log (IPIP modes).
+    private(set) var decapsulatorLogs: [URL] = []
     let logFile: URL
 
     static var binary: URL { Bundle.main.bundleURL.appendingPathComponent("fulcrum") }
@@ -314,7 +338,23 @@ final class RunningServer {
         if mode.hasPrefix("ipip") {
             for (name, _, _) in lab.backends {
                 let ns = "\(lab.prefix)-\(name)"
-                decapsulators.append(try spawn(["netns", "exec", ns, Self.binary.path, "decap", "--ipip"], log: nil))
+                let decapLog = FileManager.default.temporaryDirectory.appendingPathComponent("\(ns)-decap.log")
+                decapsulatorLogs.append(decapLog)
+                var command = ["netns", "exec", ns, Self.binary.path, "decap", "--ipip"]
+                if mode == "ipip-nobpf" {
+                    // be1 asks for user space; be2 and be3 lose CAP_BPF and CAP_SYS_ADMIN, like the balancer below.
+                    if name == "be1" {
+                        command.append("--user-space")
+                    } else {
+                        command.insert(
+                            contentsOf: [
+                                "/usr/bin/python3", "-c",
+                                "import ctypes, os, sys; [ctypes.CDLL(None).prctl(24, c) for c in (39, 21)]; "
+                                    + "os.execv(sys.argv[1], sys.argv[1:])",
+                            ], at: 3)
+                    }
+                }
+                decapsulators.append(try spawn(command, log: decapLog))
                 let up = waitUntil(seconds: 10) {
                     ((try? lab.run("/usr/sbin/ip", ["-n", ns, "link", "show", "tipip"]))?.stdout ?? "").contains(",UP")
                 }
@@ -410,6 +450,7 @@ final class RunningServer {
         let events = log.split(separator: "\n").filter { $0.contains("backend") || $0.contains("maglev") }
         if !events.isEmpty { print("\(mode) fulcrum health events:\n\(events.joined(separator: "\n"))") }
         try? FileManager.default.removeItem(at: logFile)
+        for decapLog in decapsulatorLogs { try? FileManager.default.removeItem(at: decapLog) }
     }
 }
 

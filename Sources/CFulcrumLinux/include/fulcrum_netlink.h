@@ -108,6 +108,16 @@ static inline int fulcrum_if_hwaddr(int fd, const char *name, uint8_t out[6]) {
     return 0;
 }
 
+/// The interface's hardware type (`ARPHRD_*`, 1 for Ethernet), read with SIOCGIFHWADDR on `fd` (any socket in the
+/// right namespace; sysfs would show the mounting process's namespace). Returns it or -errno.
+static inline int fulcrum_if_hwtype(int fd, const char *name) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, SIOCGIFHWADDR, &ifr) < 0) return -errno;
+    return ifr.ifr_hwaddr.sa_family;
+}
+
 /// Sends `len` bytes as the payload of an Ethernet frame to the broadcast address with EtherType
 /// `ethertype`, on an AF_PACKET SOCK_DGRAM socket (the kernel adds our MAC as source). Returns 0 or -errno.
 static inline int fulcrum_packet_send_broadcast(int fd, int ifindex, uint16_t ethertype, const void *payload,

@@ -5,20 +5,31 @@ import Synchronization
 import Glibc
 #endif
 
-/// The backend side of IPIP for kernels without the ipip module (`fulcrum decap --ipip`): the outer header is
-/// stripped and the inner packet written into a TUN device, so the kernel delivers it to the VIP on `lo` as if
-/// it had arrived plain. The TUN must be up and `rp_filter` must not drop packets whose source is routed
-/// elsewhere (set it to 0 or 2).
+/// The backend side of IPIP for kernels without the ipip module (`fulcrum decap --ipip`). Two ways, chosen by
+/// `Input`:
 ///
-/// Input: an AF_PACKET socket for IPv4 on every Ethernet interface with `PACKET_VNET_HDR`, filtered in the kernel
-/// (classic BPF) to frames for this host, protocol 4, not fragments. It receives a GSO super-frame whole (the
-/// balancer's IPIP GSO path keeps them whole across veths and bridges) together with its GSO size and checksum
+/// - **In the kernel** (`.kernelProgram`, the default of the command): a tcx ingress program
+///   (`IPIPDecapsulationProgram`) on each of the host's Ethernet interfaces strips the outer header of whole,
+///   option-less IPIP frames for that interface's addresses before the IP stack sees them, so the inner packet is
+///   delivered in place — GSO super-frames included, no copy. The AF_PACKET socket is then **not** opened: it
+///   would have nothing left to do (bound to ETH_P_IP it runs after tcx and sees the inner packet), and a tap
+///   (ETH_P_ALL, before tcx) would see the frame still encapsulated and deliver it a second time. What the program passes on (outer fragments, which the kernel reassembles; options; another of
+///   the host's addresses) reaches the raw socket as IPIP and is decapsulated here into the TUN. When a program
+///   cannot be loaded or attached (no CAP_BPF, no tcx before Linux 6.6, a verifier rejection) the decapsulator
+///   falls back to the packet-socket path and `fallbackReason` says why.
+/// - **In user space** (`.packetSocket`): the stripped inner packet is written into a TUN device, so the kernel
+///   delivers it to the VIP on `lo` as if it had arrived plain. The TUN must be up and `rp_filter` must not drop
+///   packets whose source is routed elsewhere (set it to 0 or 2).
+///
+/// User-space input: an AF_PACKET socket for IPv4 on every Ethernet interface with `PACKET_VNET_HDR`, filtered in
+/// the kernel (classic BPF) to frames for this host, protocol 4, not fragments. It receives a GSO super-frame whole
+/// (the balancer's IPIP GSO path keeps them whole across veths and bridges) together with its GSO size and checksum
 /// state, which a raw socket does not tell; `IPIPDecapsulation` turns that into one TUN write with a TCPv4 GSO
 /// header (the TUN is opened with IFF_VNET_HDR and TSO4), so the backend's TCP gets up to 64 KB per call. A raw
 /// socket for protocol 4 stays open: without one the kernel answers every IPIP packet with protocol-unreachable.
 /// It also carries what AF_PACKET skips — outer fragments, after the kernel reassembled them (those, flagged by
 /// `IP_RECVFRAGSIZE`, are decapsulated from it; every other packet it sees is read and discarded). Without the
-/// packet socket (it could not be opened) everything comes from the raw socket, as plain packets.
+/// packet socket (`.rawSocket`, or it could not be opened) everything comes from the raw socket, as plain packets.
 public final class IPIPDecapsulator: Sendable {
     public struct Statistics: Sendable, Equatable {
         /// Inner packets written into the TUN.
@@ -32,8 +43,24 @@ public final class IPIPDecapsulator: Sendable {
         public var drops = DropCounters()
     }
 
+    /// Where frames are decapsulated.
+    public enum Input: Sendable, Equatable {
+        /// tcx programs on `interfaces` (nil: every Ethernet interface with an IPv4 address) strip whole frames in
+        /// the kernel; the raw socket takes what they pass on. Falls back to `.packetSocket`.
+        case kernelProgram(interfaces: [String]?)
+        /// AF_PACKET with virtio_net_hdr (whole GSO frames into the TUN) plus the raw socket for reassembled
+        /// fragments.
+        case packetSocket
+        /// The raw socket alone: every packet, GSO frames as plain packets.
+        case rawSocket
+    }
+
     public let device: TUNDevice
     public let input: RawIPSocket
+    /// The attached decapsulation programs, one per interface (empty: the user-space path runs).
+    public let programs: [(interface: String, program: TCXIngressProgram)]
+    /// Why `.kernelProgram` was asked for but the packet-socket path runs (for the operator's log).
+    public let fallbackReason: String?
     /// The AF_PACKET input (nil: it could not be opened, `packetSocketError` says why; the raw socket serves).
     private let packetFD: Int32?
     public let packetSocketError: PacketIOError?
@@ -42,19 +69,44 @@ public final class IPIPDecapsulator: Sendable {
     private let loop = PacketWorkerLoop()
     private let published = Mutex(Statistics())
 
-    /// Opens the TUN device (with offloads) and the sockets (in `networkNamespace` when given); with `setUp` the
-    /// device is also set up, which the kernel needs before it delivers what is written into it. `packetSocket`
-    /// false uses the raw socket alone (the plain path).
+    /// Opens the TUN device (with offloads) and the sockets (in `networkNamespace` when given) and, for
+    /// `.kernelProgram`, attaches the programs; with `setUp` the device is also set up, which the kernel needs
+    /// before it delivers what is written into it.
     public init(
-        tunName: String, networkNamespace: String? = nil, setUp: Bool = false, packetSocket: Bool = true
+        tunName: String, networkNamespace: String? = nil, setUp: Bool = false, input path: Input = .packetSocket
     ) throws(PacketIOError) {
         self.networkNamespace = networkNamespace
-        typealias Opened = (TUNDevice, RawIPSocket, Int32?, PacketIOError?)
+        typealias Opened = (
+            TUNDevice, RawIPSocket, Int32?, PacketIOError?, [(interface: String, program: TCXIngressProgram)], String?
+        )
         let open = { @Sendable () throws(PacketIOError) -> Opened in
             let device = try TUNDevice(name: tunName, offloads: true)
             let input = try RawIPSocket(protocol: 4)
             if setUp { try device.setUp(using: input.fd) }
-            guard packetSocket else { return (device, input, nil, nil) }
+            var fallback: String?
+            switch path {
+            case .rawSocket:
+                return (device, input, nil, nil, [], nil)
+            case .kernelProgram(let interfaces):
+                do throws(PacketIOError) {
+                    let programs = try Self.attachPrograms(
+                        interfaces: interfaces, skipping: device.name, probe: input.fd)
+                    if !programs.isEmpty {
+                        // Best effort: only counts the reassembled packets (every packet from the raw socket is
+                        // decapsulated on this path).
+                        var one: Int32 = 1
+                        _ = setsockopt(
+                            input.fd, Int32(IPPROTO_IP), fulcrum_IP_RECVFRAGSIZE, &one,
+                            socklen_t(MemoryLayout<Int32>.size))
+                        return (device, input, nil, nil, programs, nil)
+                    }
+                    fallback = "no Ethernet interface with an IPv4 address to attach the IPIP decapsulation program to"
+                } catch {
+                    fallback = "IPIP decapsulation program not attached (\(error))"
+                }
+            case .packetSocket:
+                break
+            }
             do throws(PacketIOError) {
                 let fd = try Self.openPacketSocket()
                 var one: Int32 = 1
@@ -68,15 +120,16 @@ public final class IPIPDecapsulator: Sendable {
                     close(fd)
                     throw PacketIOError("IP_RECVFRAGSIZE on the IPIP raw socket", errno: code)
                 }
-                return (device, input, fd, nil)
+                return (device, input, fd, nil, [], fallback)
             } catch {
-                return (device, input, nil, error)
+                return (device, input, nil, error, [], fallback)
             }
         }
         if let networkNamespace {
-            (device, input, packetFD, packetSocketError) = try NetworkNamespace.perform(path: networkNamespace, open)
+            (device, input, packetFD, packetSocketError, programs, fallbackReason) = try NetworkNamespace.perform(
+                path: networkNamespace, open)
         } else {
-            (device, input, packetFD, packetSocketError) = try open()
+            (device, input, packetFD, packetSocketError, programs, fallbackReason) = try open()
         }
         input.setReceiveBuffer(4 << 20)
     }
@@ -87,6 +140,52 @@ public final class IPIPDecapsulator: Sendable {
 
     /// Whether GSO super-frames can arrive whole (the AF_PACKET input is open).
     public var usesPacketSocket: Bool { packetFD != nil }
+
+    /// Whether the kernel decapsulates (the programs are attached).
+    public var usesKernelProgram: Bool { !programs.isEmpty }
+
+    /// Loads and attaches one `IPIPDecapsulationProgram` to each interface — `interfaces`, or every Ethernet
+    /// interface with an IPv4 address but `skipping` — with that interface's IPv4 addresses as the destinations
+    /// it decapsulates (read now: an address added later takes the raw-socket path). All or nothing: the first
+    /// failure throws and detaches the programs attached before it. `probe` is any socket in the namespace.
+    static func attachPrograms(
+        interfaces: [String]?, skipping: String, probe: Int32
+    ) throws(PacketIOError) -> [(interface: String, program: TCXIngressProgram)] {
+        var addresses: [String: [UInt32]] = [:]
+        var order: [String] = []
+        for (label, address) in InterfaceAddress.allIPv4() {
+            // An alias label ("eth0:1") names its device before the colon.
+            let name = String(label.split(separator: ":", maxSplits: 1).first ?? Substring(label))
+            if addresses[name] == nil { order.append(name) }
+            addresses[name, default: []].append(address)
+        }
+        var chosen: [String] = []
+        if let interfaces {
+            for name in interfaces where !chosen.contains(name) {
+                let hardware = fulcrum_if_hwtype(probe, name)
+                guard hardware >= 0 else { throw PacketIOError("interface \(name)", errno: -hardware) }
+                guard hardware == 1 else {
+                    throw PacketIOError("interface \(name) is not an Ethernet device", errno: ENOTSUP)
+                }
+                guard addresses[name] != nil else {
+                    throw PacketIOError("interface \(name) has no IPv4 address", errno: EADDRNOTAVAIL)
+                }
+                chosen.append(name)
+            }
+        } else {
+            chosen = order.filter { $0 != skipping && fulcrum_if_hwtype(probe, $0) == 1 }
+        }
+        var attached: [(interface: String, program: TCXIngressProgram)] = []
+        for name in chosen {
+            let index = if_nametoindex(name)
+            guard index > 0 else { throw PacketIOError("if_nametoindex \(name)", errno: errno) }
+            let program = try TCXIngressProgram(
+                instructions: IPIPDecapsulationProgram.instructions(localAddresses: addresses[name] ?? []),
+                interfaceIndex: Int32(index), name: "fulcrum_decap")
+            attached.append((name, program))
+        }
+        return attached
+    }
 
     public var statistics: Statistics { published.withLock { $0 } }
 
