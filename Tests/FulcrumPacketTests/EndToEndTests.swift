@@ -411,6 +411,26 @@ final class NamespaceLab: @unchecked Sendable {
         }
     }
 
+    /// Two namespaces `PREFIX-a` and `PREFIX-b` (registered for tear-down), lo up, joined by a veth named eth0 on
+    /// both sides with the given `(address, mac)` each (/24). Returns their names.
+    func twoHostsOnAVeth(
+        a hostA: (address: String, mac: String), b hostB: (address: String, mac: String)
+    ) throws -> (a: String, b: String) {
+        let (a, b) = ("\(prefix)-a", "\(prefix)-b")
+        for namespace in [a, b] {
+            try ip(["netns", "add", namespace])
+            namespaces.append(namespace)
+            try ip(["-n", namespace, "link", "set", "lo", "up"])
+        }
+        try ip(["-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b])
+        for (namespace, host) in [(a, hostA), (b, hostB)] {
+            try ip(["-n", namespace, "link", "set", "eth0", "address", host.mac])
+            try ip(["-n", namespace, "addr", "add", "\(host.address)/24", "dev", "eth0"])
+            try ip(["-n", namespace, "link", "set", "eth0", "up"])
+        }
+        return (a, b)
+    }
+
     func sysctl(_ namespace: String, _ setting: String) throws {
         let result = try run("/usr/sbin/ip", ["netns", "exec", namespace, "sysctl", "-qw", setting])
         guard result.status == 0 else { throw CommandFailed(description: "sysctl \(setting) in \(namespace)") }

@@ -202,22 +202,10 @@ import Glibc
     func kernelStripsWholeFramesOnceAndPassesTheRest() throws {
         let lab = NamespaceLab(prefix: "fdp\(getpid() % 100_000)")
         defer { lab.tearDown() }
-        let (a, b) = ("\(lab.prefix)-a", "\(lab.prefix)-b")
-        for namespace in [a, b] {
-            try lab.ip(["netns", "add", namespace])
-            lab.namespaces.append(namespace)
-            try lab.ip(["-n", namespace, "link", "set", "lo", "up"])
-        }
-        try lab.ip(["-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b])
+        let (a, b) = try lab.twoHostsOnAVeth(
+            a: ("10.202.0.2", "02:00:00:00:02:02"), b: ("10.202.0.11", "02:00:00:00:02:11"))
         let macA = MACAddress(0x02, 0, 0, 0, 0x02, 0x02)
         let macB = MACAddress(0x02, 0, 0, 0, 0x02, 0x11)
-        for (namespace, address, mac) in [
-            (a, "10.202.0.2", "02:00:00:00:02:02"), (b, "10.202.0.11", "02:00:00:00:02:11"),
-        ] {
-            try lab.ip(["-n", namespace, "link", "set", "eth0", "address", mac])
-            try lab.ip(["-n", namespace, "addr", "add", "\(address)/24", "dev", "eth0"])
-            try lab.ip(["-n", namespace, "link", "set", "eth0", "up"])
-        }
         try lab.ip(["-n", b, "addr", "add", "10.202.0.100/32", "dev", "lo"])
         // The TUN path (the reassembled fragment) needs loose or no reverse-path filtering on tipip.
         try lab.sysctl(b, "net.ipv4.conf.all.rp_filter=0")

@@ -154,20 +154,8 @@ import Glibc
     func programEncapsulatesWhatTheTAPGetsExactly() throws {
         let lab = NamespaceLab(prefix: "fipp\(getpid() % 100_000)")
         defer { lab.tearDown() }
-        let (a, b) = ("\(lab.prefix)-a", "\(lab.prefix)-b")
-        for namespace in [a, b] {
-            try lab.ip(["netns", "add", namespace])
-            lab.namespaces.append(namespace)
-            try lab.ip(["-n", namespace, "link", "set", "lo", "up"])
-        }
-        try lab.ip(["-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b])
-        for (namespace, address, mac) in [
-            (a, "10.201.0.2", "02:00:00:00:01:02"), (b, "10.201.0.11", "02:00:00:00:01:11"),
-        ] {
-            try lab.ip(["-n", namespace, "link", "set", "eth0", "address", mac])
-            try lab.ip(["-n", namespace, "addr", "add", "\(address)/24", "dev", "eth0"])
-            try lab.ip(["-n", namespace, "link", "set", "eth0", "up"])
-        }
+        let (a, b) = try lab.twoHostsOnAVeth(
+            a: ("10.201.0.2", "02:00:00:00:01:02"), b: ("10.201.0.11", "02:00:00:00:01:11"))
         let source = TestPackets.ip("10.201.0.2")
         let backend = TestPackets.ip("10.201.0.11")
         let (device, program) = try NetworkNamespace.perform(path: "/var/run/netns/\(a)") {

@@ -232,29 +232,22 @@ public final class IPIPDecapsulator: Sendable {
         ]
     }()
 
-    /// AF_PACKET, IPv4, every interface, PACKET_VNET_HDR, the filter above, a 4 MB receive buffer.
+    /// AF_PACKET, IPv4, every interface (the balancer's packets come in on whichever one routes to it),
+    /// PACKET_VNET_HDR, the filter above, a 4 MB receive buffer, non-blocking.
     private static func openPacketSocket() throws(PacketIOError) -> Int32 {
-        let fd = socket(
-            AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(fulcrum_ETH_P_IP.bigEndian))
-        guard fd >= 0 else { throw PacketIOError("AF_PACKET socket for IPIP", errno: errno) }
-        func fail(_ operation: String, _ code: Int32) -> PacketIOError {
-            close(fd)
-            return PacketIOError("\(operation) on the IPIP packet socket", errno: code)
+        let fd = try PacketSocket.open(protocol: fulcrum_ETH_P_IP, interfaceIndex: 0, what: "the IPIP packet socket") {
+            fd in
+            let attached = filter.withUnsafeBufferPointer {
+                fulcrum_attach_socket_filter(fd, $0.baseAddress, UInt16($0.count))
+            }
+            return attached == 0 ? nil : ("SO_ATTACH_FILTER", -attached)
         }
-        var one: Int32 = 1
-        guard
-            setsockopt(fd, fulcrum_SOL_PACKET, fulcrum_PACKET_VNET_HDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0
-        else { throw fail("PACKET_VNET_HDR", errno) }
-        let attached = filter.withUnsafeBufferPointer {
-            fulcrum_attach_socket_filter(fd, $0.baseAddress, UInt16($0.count))
-        }
-        guard attached == 0 else { throw fail("SO_ATTACH_FILTER", -attached) }
-        // Bound to every interface (index 0): the balancer's packets come in on whichever one routes to it.
-        let bound = fulcrum_packet_bind(fd, 0, fulcrum_ETH_P_IP)
-        guard bound == 0 else { throw fail("bind", -bound) }
-        SocketOptions.setReceiveBuffer(fd, 4 << 20)
         let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw fail("O_NONBLOCK", errno) }
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else {
+            let code = errno
+            close(fd)
+            throw PacketIOError("O_NONBLOCK on the IPIP packet socket", errno: code)
+        }
         return fd
     }
 

@@ -19,28 +19,21 @@ public final class PacketSocket: Sendable {
     public init(interface: String) throws(PacketIOError) {
         let index = if_nametoindex(interface)
         guard index > 0 else { throw PacketIOError("interface \(interface)", errno: errno) }
-        let fd = socket(
-            AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(fulcrum_ETH_P_ALL.bigEndian))
-        guard fd >= 0 else { throw PacketIOError("AF_PACKET socket", errno: errno) }
-        func fail(_ operation: String, _ code: Int32) -> PacketIOError {
-            close(fd)
-            return PacketIOError("\(operation) on \(interface)", errno: code)
+        let fd = try Self.open(protocol: fulcrum_ETH_P_ALL, interfaceIndex: Int32(index), what: interface) { fd in
+            var one: Int32 = 1
+            // Frames this host sends out of the interface are of no use to the workers (they skipped them), but the
+            // kernel cloned and copied every one to us: for a tunnel that is each outer packet, up to 64 KB a
+            // frame. Best effort (Linux 4.20+); the workers still skip `PACKET_OUTGOING`.
+            _ = setsockopt(
+                fd, fulcrum_SOL_PACKET, fulcrum_PACKET_IGNORE_OUTGOING, &one, socklen_t(MemoryLayout<Int32>.size))
+            return nil
         }
-        var one: Int32 = 1
-        guard
-            setsockopt(fd, fulcrum_SOL_PACKET, fulcrum_PACKET_VNET_HDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0
-        else { throw fail("PACKET_VNET_HDR", errno) }
-        // Frames this host sends out of the interface are of no use to the workers (they skipped them), but the
-        // kernel cloned and copied every one to us: for a tunnel that is each outer packet, up to 64 KB a frame.
-        // Best effort (Linux 4.20+); the workers still skip `PACKET_OUTGOING`.
-        _ = setsockopt(
-            fd, fulcrum_SOL_PACKET, fulcrum_PACKET_IGNORE_OUTGOING, &one, socklen_t(MemoryLayout<Int32>.size))
-        let bound = fulcrum_packet_bind(fd, Int32(index), fulcrum_ETH_P_ALL)
-        guard bound == 0 else { throw fail("bind", -bound) }
         var m = [UInt8](repeating: 0, count: 6)
         let got = fulcrum_packet_local_mac(fd, &m)
-        guard got == 0 else { throw fail("getsockname", -got) }
-        SocketOptions.setReceiveBuffer(fd, 4 << 20)
+        guard got == 0 else {
+            close(fd)
+            throw PacketIOError("getsockname on \(interface)", errno: -got)
+        }
         self.fd = fd
         self.interface = interface
         interfaceIndex = Int32(index)
@@ -56,6 +49,29 @@ public final class PacketSocket: Sendable {
 
     deinit {
         close(fd)
+    }
+
+    /// An AF_PACKET socket for `protocol` (host order) with `PACKET_VNET_HDR`, bound to `interfaceIndex` (0: every
+    /// interface) and a 4 MB receive buffer; `configure` runs before the bind (socket filters, options) and returns
+    /// the failed operation's name and errno, or nil. `what` names the socket in errors. On failure nothing stays open.
+    static func open(
+        protocol: UInt16, interfaceIndex: Int32, what: String, configure: (Int32) -> (String, Int32)? = { _ in nil }
+    ) throws(PacketIOError) -> Int32 {
+        let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(`protocol`.bigEndian))
+        guard fd >= 0 else { throw PacketIOError("AF_PACKET socket for \(what)", errno: errno) }
+        func fail(_ operation: String, _ code: Int32) -> PacketIOError {
+            close(fd)
+            return PacketIOError("\(operation) on \(what)", errno: code)
+        }
+        var one: Int32 = 1
+        guard
+            setsockopt(fd, fulcrum_SOL_PACKET, fulcrum_PACKET_VNET_HDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0
+        else { throw fail("PACKET_VNET_HDR", errno) }
+        if let (operation, code) = configure(fd) { throw fail(operation, code) }
+        let bound = fulcrum_packet_bind(fd, interfaceIndex, `protocol`)
+        guard bound == 0 else { throw fail("bind", -bound) }
+        SocketOptions.setReceiveBuffer(fd, 4 << 20)
+        return fd
     }
 }
 
