@@ -57,14 +57,8 @@ let isRoot = geteuid() == 0
             ["netns", "exec", lab.client, "sh", "-c", "curl -s --max-time 60 http://10.200.0.100/big | sha256sum"],
             timeout: 65)
         #expect(download.stdout.hasPrefix(lab.bigFileSHA256), "download: \(download.stdout)")
-        let upload = try lab.run(
-            "/usr/sbin/ip",
-            [
-                "netns", "exec", lab.client, "curl", "-s", "--max-time", "60", "-H", "Expect:", "-T",
-                lab.uploadFile.path, "http://10.200.0.100/upload",
-            ],
-            timeout: 65)
-        #expect(upload.stdout == lab.uploadFileSHA256, "upload: \(upload.stdout)")
+        let upload = try lab.uploadThroughVIP()
+        #expect(upload == lab.uploadFileSHA256, "upload: \(upload)")
         print("\(mode) bulk: \(running.summary)")
         // Under bulk load a decapsulator may lose a burst (TCP retransmits it): exactness is checked above.
         try running.checkConsistency(everyPacketDecapsulated: false)
@@ -95,14 +89,8 @@ let isRoot = geteuid() == 0
         let lab = running.lab
         #expect(!running.tunnelUsesTAP)
         #expect(running.fallbackReason?.contains("switched off") == true, "\(running.fallbackReason ?? "nil")")
-        let upload = try lab.run(
-            "/usr/sbin/ip",
-            [
-                "netns", "exec", lab.client, "curl", "-s", "--max-time", "60", "-H", "Expect:", "-T",
-                lab.uploadFile.path, "http://10.200.0.100/upload",
-            ],
-            timeout: 65)
-        #expect(upload.stdout == lab.uploadFileSHA256, "upload: \(upload.stdout)")
+        let upload = try lab.uploadThroughVIP()
+        #expect(upload == lab.uploadFileSHA256, "upload: \(upload)")
         print("ipip-split bulk: \(running.summary)")
         #expect(running.gsoFramesSplit > 0 && running.gsoFramesWhole == 0, "\(running.summary)")
         #expect(running.decapsulatorGSOWrites == 0, "\(running.summary)")
@@ -604,6 +592,18 @@ final class NamespaceLab: @unchecked Sendable {
     }
 
     /// Sends `requests` HTTP requests from the client to the VIP; counts the answers (backend names).
+    /// Uploads `uploadFile` from the client through the VIP; returns what the backend answers (its SHA-256).
+    func uploadThroughVIP() throws -> String {
+        try run(
+            "/usr/sbin/ip",
+            [
+                "netns", "exec", client, "curl", "-s", "--max-time", "60", "-H", "Expect:", "-T", uploadFile.path,
+                "http://10.200.0.100/upload",
+            ],
+            timeout: 65
+        ).stdout
+    }
+
     func requestThroughVIP(_ requests: Int) throws -> [String: Int] {
         var answers: [String: Int] = [:]
         for _ in 0..<requests {

@@ -111,20 +111,21 @@ import Testing
         // Addressed to another host (a packet socket sees frames the kernel would forward): not ours.
         var elsewhere = Self.frame(complete)
         elsewhere[14 + 19] ^= 1
-        elsewhere[14 + 10] = 0
-        elsewhere[14 + 11] = 0
-        let e = TestPackets.referenceChecksum(Array(elsewhere[14..<34]))
-        elsewhere[14 + 10] = UInt8(e >> 8)
-        elsewhere[14 + 11] = UInt8(e & 0xFF)
+        Self.refreshOuterChecksum(&elsewhere)
         #expect(Self.prepare(elsewhere, VirtioNetHeader()) == .failure(.notLocal))
         // With its checksum fixed, another protocol is what it is: not IPIP.
         var tcp = Self.frame(complete)
         tcp[14 + 9] = 6
-        tcp[14 + 10] = 0
-        tcp[14 + 11] = 0
-        let c = TestPackets.referenceChecksum(Array(tcp[14..<34]))
-        tcp[14 + 10] = UInt8(c >> 8)
-        tcp[14 + 11] = UInt8(c & 0xFF)
+        Self.refreshOuterChecksum(&tcp)
         #expect(Self.prepare(tcp, VirtioNetHeader()) == .failure(.unsupportedProtocol))
+    }
+
+    /// Recomputes the outer IPv4 header checksum of `frame` after a test changed a header field.
+    static func refreshOuterChecksum(_ frame: inout [UInt8]) {
+        frame[14 + 10] = 0
+        frame[14 + 11] = 0
+        let c = TestPackets.referenceChecksum(Array(frame[14..<34]))
+        frame[14 + 10] = UInt8(c >> 8)
+        frame[14 + 11] = UInt8(c & 0xFF)
     }
 }
