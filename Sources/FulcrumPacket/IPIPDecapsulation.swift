@@ -50,7 +50,7 @@ public enum IPIPDecapsulation {
     ) throws(DropReason) -> Prepared {
         let start = inner.offset - VirtioNetHeader.length
         guard start >= 0 else { throw .tooBig }
-        var header = VirtioNetHeader()
+        let header: VirtioNetHeader
         if h.isGSO {
             guard h.gsoType & ~VirtioNetHeader.gsoECN == VirtioNetHeader.gsoTCPv4, inner.proto == IPProtocolNumber.tcp
             else { throw .unsupportedGSO }
@@ -61,14 +61,8 @@ public enum IPIPDecapsulation {
                 flags: VirtioNetHeader.needsChecksum, gsoType: h.gsoType,
                 headerLength: UInt16(inner.headerLength + tcp.headerLength), gsoSize: h.gsoSize,
                 checksumStart: UInt16(inner.headerLength), checksumOffset: 16)
-        } else if h.flags & VirtioNetHeader.needsChecksum != 0 {
-            let checksumStart = checksumBase + Int(h.checksumStart)
-            guard checksumStart >= inner.payloadOffset, checksumStart + Int(h.checksumOffset) + 2 <= inner.end else {
-                throw .badOffloadHeader
-            }
-            header.flags = VirtioNetHeader.needsChecksum
-            header.checksumStart = UInt16(checksumStart - inner.offset)
-            header.checksumOffset = h.checksumOffset
+        } else {
+            header = try h.partialChecksumMoved(from: checksumBase, to: inner.offset, packet: inner)
         }
         header.write(into: p, at: start)
         return Prepared(range: start..<inner.end, header: header)

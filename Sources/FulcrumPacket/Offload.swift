@@ -54,6 +54,18 @@ public struct VirtioNetHeader: Equatable, Sendable {
     }
 
     public var isGSO: Bool { gsoType & ~Self.gsoECN != Self.gsoNone }
+
+    /// For a packet `ip` re-framed to start at `newBase` (it arrived in a frame starting at `oldBase`): a header
+    /// without GSO that keeps this one's partial checksum (NEEDS_CSUM, its start moved to the new frame), or an
+    /// empty one when there is none. Throws `.badOffloadHeader` when the checksum would not lie in `ip`'s payload.
+    public func partialChecksumMoved(from oldBase: Int, to newBase: Int, packet ip: IPv4Info) throws(DropReason) -> Self
+    {
+        guard flags & Self.needsChecksum != 0 else { return Self() }
+        let start = oldBase + Int(checksumStart)
+        guard start >= ip.payloadOffset, start + Int(checksumOffset) + 2 <= ip.end else { throw .badOffloadHeader }
+        return Self(
+            flags: Self.needsChecksum, checksumStart: UInt16(start - newBase), checksumOffset: checksumOffset)
+    }
 }
 
 /// What the kernel would have done on a real NIC: finish a CHECKSUM_PARTIAL and split a GSO

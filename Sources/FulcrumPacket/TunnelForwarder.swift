@@ -192,21 +192,11 @@ public final class TunnelForwarder {
         // leaves there for a partial checksum; a GRO frame with a complete checksum of its first segment gets
         // it too).
         Offload.refreshPseudoHeaderChecksum(p, ip: ip, transport: tcp)
-        // The kernel numbers the segments' outer IP ids from ours: reserve one per segment.
-        let headers = ip.headerLength + tcp.headerLength
-        let payload = ip.totalLength - headers
-        let segments = max(1, (payload + mss - 1) / mss)
-        let identification = self.identification &+ 1
-        self.identification &+= UInt16(truncatingIfNeeded: segments)
+        let identification = reserveSegments(
+            ip: ip, tcp: tcp, segmentSize: mss, overhead: Encapsulation.vxlanOverhead)
         let outer = try Encapsulation.vxlan(
             p, inner: ip, settings: vxlan, source: settings.localAddress, destination: destination,
             sourcePort: Encapsulation.vxlanSourcePort(flowHash: flowHash), identification: identification)
-        // Every full segment, and a short last one, is an outer packet of its own on the wire.
-        let fullSize = headers + mss + Encapsulation.vxlanOverhead
-        if fullSize > settings.mtu { counters.exceedsMTU &+= UInt64(payload / mss) }
-        if payload % mss != 0, headers + payload % mss + Encapsulation.vxlanOverhead > settings.mtu {
-            counters.exceedsMTU &+= 1
-        }
         let frameStart = outer.lowerBound - Ethernet.headerLength
         let outerUDP = outer.lowerBound + IPv4Header.minLength
         let tunnel = VirtioNetTunnelHeader.vxlanTCPv4(
@@ -256,20 +246,11 @@ public final class TunnelForwarder {
                 return n
             }
             Offload.refreshPseudoHeaderChecksum(p, ip: ip, transport: tcp)
-            let headers = ip.headerLength + tcp.headerLength
-            let payload = ip.totalLength - headers
-            let segmentSize = mss - overhead
-            let segments = max(1, (payload + segmentSize - 1) / segmentSize)
-            // The kernel numbers the segments' outer ids from ours: reserve one per segment.
-            let first = identification &+ 1
-            identification &+= UInt16(truncatingIfNeeded: segments)
-            if headers + segmentSize + overhead > settings.mtu { counters.exceedsMTU &+= UInt64(payload / segmentSize) }
-            if payload % segmentSize != 0, headers + payload % segmentSize + overhead > settings.mtu {
-                counters.exceedsMTU &+= 1
-            }
+            // The program lowers gso_size by the outer header, so the kernel cuts `mss - overhead` per segment.
+            let first = reserveSegments(ip: ip, tcp: tcp, segmentSize: mss - overhead, overhead: overhead)
             let header = VirtioNetHeader(
                 flags: VirtioNetHeader.needsChecksum, gsoType: h.gsoType,
-                headerLength: UInt16(Ethernet.headerLength + headers), gsoSize: h.gsoSize,
+                headerLength: UInt16(Ethernet.headerLength + ip.headerLength + tcp.headerLength), gsoSize: h.gsoSize,
                 checksumStart: UInt16(Ethernet.headerLength + ip.headerLength), checksumOffset: 16)
             emit(
                 p,
@@ -280,16 +261,9 @@ public final class TunnelForwarder {
             return 1
         }
         guard ip.totalLength + overhead <= 65535 else { throw .tooBig }
-        var header = VirtioNetHeader()
-        if let h = offload, h.flags & VirtioNetHeader.needsChecksum != 0 {
-            let start = frameStart + Int(h.checksumStart)
-            guard start >= ip.payloadOffset, start + Int(h.checksumOffset) + 2 <= ip.end else {
-                throw .badOffloadHeader
-            }
-            header.flags = VirtioNetHeader.needsChecksum
-            header.checksumStart = UInt16(start - (ip.offset - Ethernet.headerLength))
-            header.checksumOffset = h.checksumOffset
-        }
+        let header =
+            try offload?.partialChecksumMoved(
+                from: frameStart, to: ip.offset - Ethernet.headerLength, packet: ip) ?? VirtioNetHeader()
         identification &+= 1
         if ip.totalLength + overhead > settings.mtu { counters.exceedsMTU &+= 1 }
         emit(
@@ -298,6 +272,23 @@ public final class TunnelForwarder {
                 p, inner: ip, header: header, destination: destination, identification: identification,
                 deviceMAC: deviceMAC))
         return 1
+    }
+
+    /// For a super-frame the kernel will segment at `segmentSize` payload bytes: reserves one outer IP id per
+    /// segment (the kernel numbers them from the one we give it) and counts the segments whose outer packet
+    /// (`overhead` bytes of outer headers) passes the MTU — every full one, and a short last one. Returns the
+    /// first id.
+    private func reserveSegments(ip: IPv4Info, tcp: TransportInfo, segmentSize: Int, overhead: Int) -> UInt16 {
+        let headers = ip.headerLength + tcp.headerLength
+        let payload = ip.totalLength - headers
+        let segments = max(1, (payload + segmentSize - 1) / segmentSize)
+        let first = identification &+ 1
+        identification &+= UInt16(truncatingIfNeeded: segments)
+        if headers + segmentSize + overhead > settings.mtu { counters.exceedsMTU &+= UInt64(payload / segmentSize) }
+        if payload % segmentSize != 0, headers + payload % segmentSize + overhead > settings.mtu {
+            counters.exceedsMTU &+= 1
+        }
+        return first
     }
 
     /// Writes `header` and an Ethernet header (to the TAP, from the backend and id for the program) before the
